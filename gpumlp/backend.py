@@ -1,0 +1,218 @@
+"""The array-module abstraction: one code path for NumPy (CPU) and CuPy (GPU).
+
+A :class:`Backend` is chosen once, when a model is built.  Everything the model
+computes goes through ``backend.xp`` (``numpy``, ``cupy`` or an array-API
+namespace); the few operations whose spelling differs between those modules
+(creating arrays on the right device, moving data across the host boundary)
+are methods of the backend.  Data crosses between host and device only in
+:meth:`Backend.asarray` (a batch going in) and :meth:`Backend.to_numpy`
+(numbers coming out).
+"""
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["Backend", "CupyBackend", "ArrayAPIBackend", "DeviceUnavailableError",
+           "get_backend", "backend_of", "to_numpy"]
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+class DeviceUnavailableError(RuntimeError):
+    """``device="gpu"`` was asked for, but CuPy, the CUDA driver or a GPU is missing."""
+
+
+class Backend:
+    """NumPy on the host.  The base class: other backends override what differs."""
+
+    name = "numpy"
+    is_gpu = False
+
+    def __init__(self):
+        self.xp = np
+
+    def __repr__(self):
+        return f"<gpumlp backend {self.name}>"
+
+    # -- arrays on this backend's device -----------------------------------
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def arange(self, n):
+        return self.xp.arange(n)
+
+    def dtype(self, name):
+        """The backend's dtype object for ``"float32"`` or ``"float64"``."""
+        return getattr(self.xp, name)
+
+    # -- the host boundary ---------------------------------------------------
+    def owns(self, a):
+        """True when ``a`` already lives on this backend (no transfer needed)."""
+        return isinstance(a, np.ndarray)
+
+    def asarray(self, a, dtype):
+        """A new array of ``dtype`` on this device: a copy, never an alias of ``a``."""
+        return np.array(a, dtype=dtype, copy=True)
+
+    def to_numpy(self, a):
+        """A NumPy copy of ``a``: it never aliases the model's buffers."""
+        return np.array(a, copy=True)
+
+    def synchronize(self):
+        """Wait for queued device work; a no-op on the host."""
+
+
+class CupyBackend(Backend):
+    """CuPy on the current CUDA device."""
+
+    name = "cupy"
+    is_gpu = True
+
+    def __init__(self, cupy):
+        self.xp = cupy
+
+    def owns(self, a):
+        return isinstance(a, self.xp.ndarray)
+
+    def asarray(self, a, dtype):
+        return self.xp.array(a, dtype=dtype, copy=True)
+
+    def to_numpy(self, a):
+        return self.xp.asnumpy(a)
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()
+
+
+class _OutParam:
+    """Wraps an array-API namespace so that ``fn(..., out=buf)`` works as it does
+    in NumPy and CuPy: the result is computed, then written into ``buf``."""
+
+    def __init__(self, namespace):
+        self._ns = namespace
+
+    def __getattr__(self, name):
+        attr = getattr(self._ns, name)
+        if not callable(attr) or isinstance(attr, type):
+            return attr
+
+        def call(*args, out=None, **kwargs):
+            result = attr(*args, **kwargs)
+            if out is None:
+                return result
+            out[...] = result
+            return out
+
+        call.__name__ = name
+        setattr(self, name, call)
+        return call
+
+
+class ArrayAPIBackend(Backend):
+    """Any namespace that follows the Python array API standard, on a given device.
+
+    CI runs the core tests on ``array_api_strict`` with its fake non-CPU device:
+    there, a stray ``numpy`` call on a device array raises, exactly as it would
+    on CuPy, so NumPy-only code in the device path fails without a GPU.
+    """
+
+    def __init__(self, namespace, device=None):
+        self.namespace = namespace
+        self.xp = _OutParam(namespace)
+        self.device = device
+        self.name = f"{namespace.__name__}:{device}"
+
+    def _on_device(self):
+        return {} if self.device is None else {"device": self.device}
+
+    def empty(self, shape, dtype):
+        return self.namespace.empty(shape, dtype=dtype, **self._on_device())
+
+    def zeros(self, shape, dtype):
+        return self.namespace.zeros(shape, dtype=dtype, **self._on_device())
+
+    def arange(self, n):
+        return self.namespace.arange(n, **self._on_device())
+
+    def owns(self, a):
+        return (hasattr(a, "__array_namespace__") and a.__array_namespace__() is self.namespace
+                and (self.device is None or a.device == self.device))
+
+    def asarray(self, a, dtype):
+        if self.owns(a):
+            return self.namespace.astype(a, dtype, copy=True)
+        return self.namespace.asarray(np.asarray(a), dtype=dtype, copy=True, **self._on_device())
+
+    def to_numpy(self, a):
+        return np.array(np.from_dlpack(a), copy=True)
+
+
+_NUMPY = Backend()
+_auto = None     # the backend "auto" resolved to, decided once per process
+
+
+def _probe_cupy():
+    """``(CupyBackend, None)``, or ``(None, why not)`` naming the missing piece."""
+    try:
+        import cupy
+    except ImportError as e:
+        return None, f"the CuPy package is not installed ({e}); pip install 'gpumlp[gpu]'"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDARuntimeError: no driver, driver too old, ...
+        return None, f"CuPy is installed but the CUDA driver is not usable ({e})"
+    if count == 0:
+        return None, "CuPy and the CUDA driver are present but no CUDA device was found"
+    return CupyBackend(cupy), None
+
+
+def get_backend(device=None):
+    """Resolve ``device`` to a backend.
+
+    ``None`` reads ``$GPUMLP_DEVICE`` (default ``"auto"``).  ``"auto"`` takes the
+    GPU when CuPy imports and a CUDA device is present, otherwise NumPy, with one
+    notice on stderr saying why.  ``"cpu"`` is always NumPy; ``"gpu"`` raises
+    :class:`DeviceUnavailableError` when it cannot be had.  A :class:`Backend`
+    instance is returned as it is.
+    """
+    global _auto
+    if isinstance(device, Backend):
+        return device
+    source = "device"
+    if device is None:
+        device, source = os.environ.get("GPUMLP_DEVICE", "auto"), "$GPUMLP_DEVICE"
+    key = str(device).strip().lower()
+    if key == "cpu":
+        return _NUMPY
+    if key == "gpu":
+        backend, why_not = _probe_cupy()
+        if backend is None:
+            raise DeviceUnavailableError(f"device='gpu' cannot be used: {why_not}")
+        return backend
+    if key != "auto":
+        raise ValueError(f"{source} must be one of {', '.join(DEVICES)} or a Backend; got {device!r}")
+    if _auto is None:
+        _auto, why_not = _probe_cupy()
+        if _auto is None:
+            print(f"gpumlp: using NumPy on the CPU: {why_not}", file=sys.stderr)
+            _auto = _NUMPY
+    return _auto
+
+
+def backend_of(a):
+    """The backend an existing array lives on (NumPy for host arrays and lists)."""
+    module = type(a).__module__
+    if module.startswith("cupy"):
+        return CupyBackend(sys.modules["cupy"])
+    if not isinstance(a, (np.ndarray, np.generic)) and hasattr(a, "__array_namespace__"):
+        return ArrayAPIBackend(a.__array_namespace__(), getattr(a, "device", None))
+    return _NUMPY
+
+
+def to_numpy(a):
+    """A NumPy array with the values of ``a``, which may live on any device (always a copy)."""
+    return backend_of(a).to_numpy(a)

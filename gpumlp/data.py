@@ -1,0 +1,122 @@
+"""Data sets on the host: the embedded digits, the user's own .npz, splits and scaling.
+
+Everything here returns gpumlp's layout: X is d0 × N (one sample per column),
+y holds N integer class indices.
+"""
+import hashlib
+from importlib import resources
+
+import numpy as np
+
+__all__ = ["load_digits", "load_npz", "encode_labels", "split", "Standardizer", "fingerprint"]
+
+
+def load_digits():
+    """The 1,797 8×8 handwritten digits shipped inside gpumlp: X (64 × 1797, float64, 0..16), y (1797,)."""
+    with resources.files("gpumlp").joinpath("datasets/digits.npz").open("rb") as f, \
+            np.load(f, allow_pickle=False) as z:
+        return z["images"].T.astype(np.float64), z["labels"].astype(np.int64)
+
+
+def load_npz(path):
+    """The user's data set: a .npz with ``X`` (d0 × N, one sample per column) and ``y`` (N labels).
+
+    Labels may be integers or strings; they are returned as they are (see
+    :func:`encode_labels`).  Files are read without pickle.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"X", "y"} - set(z.files)
+            if missing:
+                raise ValueError(f"{path} must hold arrays named 'X' (d0 × N) and 'y' (N labels); "
+                                 f"missing {sorted(missing)}, found {sorted(z.files)}")
+            X, y = z["X"], z["y"]
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read {path} as a .npz file: {e}") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(f"{path} holds object arrays, which gpumlp does not load (no pickle); "
+                             "save X as a float array and y as an integer or string array") from None
+        raise
+    if y.ndim != 1:
+        raise ValueError(f"y in {path} must be 1-D (one label per sample); got shape {y.shape}")
+    if X.ndim != 2:
+        raise ValueError(f"X in {path} must be 2-D (d0 × N); got shape {X.shape}")
+    if X.shape[1] != y.shape[0]:
+        if X.shape[0] == y.shape[0]:
+            raise ValueError(f"X in {path} has shape {X.shape}: one sample per row (N × d0), but gpumlp "
+                             f"wants one sample per column (d0 × N); save X.T instead")
+        raise ValueError(f"X in {path} has {X.shape[1]} columns (samples) but y has {y.shape[0]} labels")
+    if not np.isdtype(X.dtype, ("real floating", "integral", "bool")):
+        raise ValueError(f"X in {path} must hold real numbers; got dtype {X.dtype}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"X in {path} contains NaN or inf values")
+    return X.astype(np.float64), y
+
+
+def encode_labels(y, classes=None):
+    """Class indices 0..K-1 for labels ``y``; ``classes`` (sorted) defaults to the labels seen.
+
+    A label not in ``classes`` is an error, never a silent wrong index.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise ValueError("labels must be whole numbers or strings; got non-integer floats")
+        y = y.astype(np.int64)
+    if classes is None:
+        classes = np.unique(y)
+    classes = np.asarray(classes)
+    idx = np.searchsorted(classes, y)
+    unknown = (idx >= len(classes)) | (classes[np.minimum(idx, len(classes) - 1)] != y)
+    if unknown.any():
+        raise ValueError(f"labels {np.unique(y[unknown])[:10].tolist()} are not among the model's "
+                         f"classes {classes[:20].tolist()}")
+    return idx.astype(np.int64), classes
+
+
+def split(y, test_fraction=0.2, seed=0):
+    """Stratified train/test indices: the same fraction of every class is held out.
+
+    Deterministic for a given ``seed``, so a saved model can be scored again on
+    exactly its held-out samples.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = int(round(test_fraction * len(idx)))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    train, test = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"a {test_fraction} test split of {len(y)} samples leaves an empty side")
+    return train, test
+
+
+class Standardizer:
+    """Per-feature (per-row) centring and scaling, fitted on the training columns only."""
+
+    def __init__(self, mean, scale):
+        self.mean, self.scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+
+    @classmethod
+    def fit(cls, X):
+        std = X.std(axis=1, keepdims=True)
+        return cls(X.mean(axis=1, keepdims=True), np.where(std > 1e-12, std, 1.0))
+
+    def __call__(self, X):
+        if X.shape[0] != self.mean.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} features (rows); the model was trained on {self.mean.shape[0]}")
+        return (X - self.mean) / self.scale
+
+
+def fingerprint(X, y):
+    """A short SHA-256 of a data set, to tell whether a model is scored on its own data."""
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

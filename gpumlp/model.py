@@ -1,0 +1,268 @@
+"""The multilayer perceptron, in the homework's batched column-major form.
+
+    X: d0 × N (one sample per column)     W_k: d_k × d_{k-1}     b_k: d_k × 1
+    S_k = W_k Z_{k-1} + b_k               Z_k = f_k(S_k)          Z_0 = X,  Y = Z_L
+
+Backward, from ∂L/∂Y:
+
+    Δ_L = ∂L/∂Y ⊙ f_L'(S_L)               Δ_k = (W_{k+1}^T Δ_{k+1}) ⊙ f_k'(S_k)
+    dW_k = Δ_k Z_{k-1}^T                  db_k = Δ_k 1
+
+Python lists are 0-based, so ``W[k-1]`` is W_k, ``deltas[k-1]`` is Δ_k, and
+``Z[k]`` is Z_k (``Z[0]`` is X).  All parameters live in one flat buffer
+``params`` (W_1, b_1, W_2, b_2, ...) and all gradients in ``grads``, laid out
+alike; ``W``, ``b``, ``dW`` and ``db`` are views into them.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from ._checks import to_device
+from .activations import get_activation
+from .backend import get_backend
+
+__all__ = ["MLP", "backprop", "weight_gradients"]
+
+
+def backprop(xp, W, S, Z, f, dY, D):
+    """The Δ recursion, written into the buffers ``D`` (``D[k-1]`` holds Δ_k).
+
+    Uses only the cached S_k and Z_k of the forward pass; never recomputes it.
+    """
+    L = len(W)
+    D[L - 1][...] = dY                                   # Δ_L = ∂L/∂Y ⊙ f_L'(S_L)
+    f[L - 1].scale(xp, S[L - 1], Z[L], D[L - 1])
+    for k in range(L - 1, 0, -1):                        # k = L-1, ..., 1
+        xp.matmul(W[k].T, D[k], out=D[k - 1])            # Δ_k = (W_{k+1}^T Δ_{k+1})
+        f[k - 1].scale(xp, S[k - 1], Z[k], D[k - 1])     #       ⊙ f_k'(S_k)
+    return D
+
+
+def weight_gradients(xp, D, Z, dW, db):
+    """dW_k = Δ_k Z_{k-1}^T and db_k = Δ_k 1, written into the buffers dW, db."""
+    for k in range(len(D)):
+        xp.matmul(D[k], Z[k].T, out=dW[k])
+        if db is not None:
+            xp.sum(D[k], axis=1, keepdims=True, out=db[k])
+
+
+class _ParamList(list):
+    """A list of views into a flat buffer: rebinding an element would silently
+    detach it from the buffer, so it is refused."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("the arrays of net.W / net.b are views into one flat buffer: "
+                        "use net.set_params(W, b), or write in place: net.W[k][...] = value")
+
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = _refuse
+    __iadd__ = __imul__ = sort = reverse = _refuse
+
+
+class MLP:
+    """A multilayer perceptron with layer sizes ``sizes = [d0, d1, ..., dL]``.
+
+    ``activation`` is f_1 .. f_{L-1}; ``output`` is f_L.  ``device`` is
+    ``"auto"``, ``"cpu"``, ``"gpu"`` or a :class:`gpumlp.backend.Backend`.
+    Weights are drawn on the host from ``numpy.random.default_rng(seed)`` (He
+    scaling for ReLU-like layers, Glorot otherwise; biases zero) and copied to
+    the device, so every device starts from the same parameters.
+    """
+
+    max_workspaces = 4      # cached buffer sets, one per batch size
+
+    def __init__(self, sizes, activation="relu", output="linear", bias=True,
+                 dtype="float32", device="auto", seed=None):
+        self.sizes = self._check_sizes(sizes)
+        self.activation, self.output = activation, output
+        L = len(self.sizes) - 1
+        self.f = [get_activation(activation)] * (L - 1) + [get_activation(output)]
+        self.dtype = np.dtype(dtype).name if _is_float_dtype(dtype) else None
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+        self.bias = bool(bias)
+        self.backend = get_backend(device)
+        self.xp = self.backend.xp
+
+        shapes = [(d, d_prev) for d_prev, d in zip(self.sizes, self.sizes[1:])]
+        n = sum(r * c + (r if self.bias else 0) for r, c in shapes)
+        dt = self.backend.dtype(self.dtype)
+        self.params = self.backend.zeros((n,), dt)
+        self.grads = self.backend.zeros((n,), dt)
+        self._W, self._b = self._views(self.params, shapes)
+        self._dW, self._db = self._views(self.grads, shapes)
+        self.dW = self.db = None          # filled by backward()
+        self.S = self.Z = self.deltas = None
+        self._workspaces = OrderedDict()
+
+        rng = np.random.default_rng(seed)
+        W0 = [rng.standard_normal((r, c)) * _init_scale(f.name, r, c) for f, (r, c) in zip(self.f, shapes)]
+        self.set_params(W0, [np.zeros((r, 1)) for r, _ in shapes] if self.bias else None)
+
+    # -- construction helpers ------------------------------------------------
+    @staticmethod
+    def _check_sizes(sizes):
+        try:
+            sizes = [int(s) for s in sizes]
+            ok = len(sizes) >= 2 and all(s >= 1 for s in sizes)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"sizes must list at least two positive layer widths "
+                             f"[d0, d1, ..., dL]; got {sizes!r}")
+        return tuple(sizes)
+
+    def _views(self, flat, shapes):
+        """W_k and b_k as views into the flat buffer, in the order W_1, b_1, W_2, ..."""
+        xp, W, b, at = self.xp, [], [], 0
+        for r, c in shapes:
+            W.append(xp.reshape(flat[at:at + r * c], (r, c)))
+            at += r * c
+            if self.bias:
+                b.append(xp.reshape(flat[at:at + r], (r, 1)))
+                at += r
+        return W, (b if self.bias else None)
+
+    # -- parameters ------------------------------------------------------------
+    @property
+    def W(self):
+        return _ParamList(self._W)
+
+    @property
+    def b(self):
+        return None if self._b is None else _ParamList(self._b)
+
+    @property
+    def n_layers(self):
+        return len(self.sizes) - 1
+
+    def set_params(self, W, b=None):
+        """Copy W_1..W_L (and b_1..b_L, each d_k × 1 or of length d_k) onto the device.
+
+        ``b=None`` leaves the biases as they are.  Shapes are checked before anything
+        is written, so a bad call changes nothing.
+        """
+        L, dt = self.n_layers, self.backend.dtype(self.dtype)
+        if b is not None and not self.bias:
+            raise ValueError("this model was built with bias=False; set_params got biases")
+        new_W = self._check_list(W, "W", [w.shape for w in self._W], dt)
+        new_b = None if b is None else self._check_list(
+            [np.reshape(v, (-1, 1)) if np.ndim(v) == 1 else v for v in b]
+            if isinstance(b, (list, tuple)) else b, "b", [v.shape for v in self._b], dt)
+        for k in range(L):
+            self._W[k][...] = new_W[k]
+            if new_b is not None:
+                self._b[k][...] = new_b[k]
+
+    def _check_list(self, arrays, name, shapes, dt):
+        if not isinstance(arrays, (list, tuple)) or len(arrays) != len(shapes):
+            raise ValueError(f"{name} must be a list of {len(shapes)} arrays, one per layer; "
+                             f"got {type(arrays).__name__} of length {len(arrays) if hasattr(arrays, '__len__') else '?'}")
+        out = []
+        for k, (a, shape) in enumerate(zip(arrays, shapes), start=1):
+            a = to_device(self.backend, a, f"{name}[{k - 1}] ({name}_{k})", self.dtype)
+            if tuple(a.shape) != tuple(shape):
+                raise ValueError(f"{name}[{k - 1}] ({name}_{k}) must have shape {tuple(shape)}; "
+                                 f"got {tuple(a.shape)}")
+            out.append(a)
+        return out
+
+    # -- forward and backward --------------------------------------------------
+    def _workspace(self, n):
+        """Buffers for S_k, Z_k and Δ_k at batch size n, reused across batches."""
+        ws = self._workspaces.pop(n, None)
+        if ws is None:
+            dt, new = self.backend.dtype(self.dtype), self.backend.empty
+            ws = {"S": [new((d, n), dt) for d in self.sizes[1:]],
+                  "Z": [None if f.identity else new((d, n), dt) for f, d in zip(self.f, self.sizes[1:])],
+                  "D": [new((d, n), dt) for d in self.sizes[1:]]}
+            while len(self._workspaces) >= self.max_workspaces:
+                self._workspaces.popitem(last=False)
+        self._workspaces[n] = ws
+        return ws
+
+    def _input(self, X, check):
+        shape = tuple(getattr(X, "shape", np.shape(X)))
+        d0 = self.sizes[0]
+        if len(shape) != 2:
+            hint = " (for one sample use X.reshape(-1, 1))" if len(shape) == 1 else ""
+            raise ValueError(f"X must be a 2-D array of shape (d0, N) = ({d0}, N), one sample "
+                             f"per column; got shape {shape}{hint}")
+        if shape[0] != d0:
+            if shape[1] == d0:
+                raise ValueError(f"X has shape {shape}: that looks like one sample per row (N × d0), "
+                                 f"but gpumlp takes one sample per column (d0 × N = {d0} × N); pass X.T")
+            raise ValueError(f"X must have d0 = {d0} rows (one feature per row, one sample per "
+                             f"column); got shape {shape}")
+        if shape[1] == 0:
+            raise ValueError("X has no samples (0 columns)")
+        return to_device(self.backend, X, "X", self.dtype, check)
+
+    def forward(self, X, check=True):
+        """Y = Z_L for a batch X (d0 × N, host or device array).
+
+        Caches S_1..S_L and Z_0..Z_L (``Z[0]`` is a copy of X) on the device for
+        :meth:`backward`.  Their arrays are reused by the next forward pass with the
+        same N; the returned Y is a fresh array.  ``check=False`` skips the value
+        checks (finite inputs) that would synchronise with a GPU.
+        """
+        xp = self.xp
+        Z = [self._input(X, check)]
+        ws = self._workspace(Z[0].shape[1])
+        b = self._b or [None] * self.n_layers
+        for k in range(self.n_layers):                    # layer k+1
+            S = xp.matmul(self._W[k], Z[k], out=ws["S"][k])   # S_k = W_k Z_{k-1}
+            if b[k] is not None:
+                S += b[k]                                     #       + b_k
+            Z.append(self.f[k].forward(xp, S, ws["Z"][k]))    # Z_k = f_k(S_k)
+        self.S, self.Z, self.deltas, self._ws = list(ws["S"]), Z, None, ws
+        return self.xp.astype(Z[-1], Z[-1].dtype, copy=True)
+
+    __call__ = forward
+
+    def backward(self, dY, check=True):
+        """Run the Δ recursion from dY = ∂L/∂Y on the cached forward pass.
+
+        Fills ``deltas`` (Δ_1..Δ_L), ``dW`` and ``db`` (None when bias=False).
+        """
+        if self.Z is None:
+            raise RuntimeError("backward() needs the cache of a forward() pass; call net.forward(X) first")
+        shape = (self.sizes[-1], self.Z[0].shape[1])
+        got = tuple(getattr(dY, "shape", np.shape(dY)))
+        if got != shape:
+            raise ValueError(f"dY must have the shape of the last forward output Y, {shape}; got {got}")
+        dY = to_device(self.backend, dY, "dY", self.dtype, check)
+        self.deltas = backprop(self.xp, self._W, self.S, self.Z, self.f, dY, list(self._ws["D"]))
+        weight_gradients(self.xp, self.deltas, self.Z, self._dW, self._db)
+        self.dW, self.db = self._dW, self._db
+        return self.deltas
+
+    # -- conveniences ------------------------------------------------------------
+    def predict(self, X, batch_size=4096):
+        """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
+        X = self._input(X, True)
+        out = [self.xp.argmax(self.forward(X[:, i:i + batch_size], check=False), axis=0)
+               for i in range(0, X.shape[1], batch_size)]
+        return np.concatenate([self.backend.to_numpy(o) for o in out])
+
+    def get_params(self):
+        """(W, b) as lists of NumPy arrays (b is None when bias=False)."""
+        host = self.backend.to_numpy
+        return [host(w) for w in self._W], (None if self._b is None else [host(v) for v in self._b])
+
+    def __repr__(self):
+        return (f"MLP(sizes={list(self.sizes)}, activation={self.activation!r}, output={self.output!r}, "
+                f"bias={self.bias}, dtype={self.dtype!r}, device={self.backend.name!r})")
+
+
+def _is_float_dtype(dtype):
+    try:
+        return np.dtype(dtype).kind == "f"
+    except TypeError:
+        return False
+
+
+def _init_scale(activation, rows, cols):
+    """He scaling before ReLU-like activations, Glorot otherwise."""
+    if activation in ("relu", "leaky_relu"):
+        return np.sqrt(2.0 / cols)
+    return np.sqrt(2.0 / (rows + cols))

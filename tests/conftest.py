@@ -1,0 +1,47 @@
+"""Shared fixtures: the CPU backends every core test runs on, and small helpers.
+
+``backend`` runs a test twice: on NumPy, and on ``array_api_strict`` on its fake
+non-CPU device ``device1``.  On the latter any NumPy-only call in the device path
+(``np.exp(S)``, ``np.zeros(...)`` mixed with device arrays, implicit host
+conversion) raises, just as it would on CuPy, so CPU CI catches it.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import gpumlp
+from gpumlp.backend import ArrayAPIBackend
+
+
+def strict_backend():
+    if os.environ.get("CI"):
+        import array_api_strict as xps      # CI installs it: never skip there
+    else:
+        xps = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    return ArrayAPIBackend(xps, xps.Device("device1"))
+
+
+@pytest.fixture(params=["numpy", "strict"])
+def backend(request):
+    return gpumlp.get_backend("cpu") if request.param == "numpy" else strict_backend()
+
+
+def host(a):
+    return gpumlp.to_numpy(a)
+
+
+def rel_err(a, b):
+    """Normwise relative error ‖a − b‖_∞ / ‖b‖_∞ (0 when both are 0)."""
+    a, b = np.asarray(host(a), np.float64), np.asarray(host(b), np.float64)
+    scale = np.max(np.abs(b)) if b.size else 0.0
+    return 0.0 if scale == 0 else float(np.max(np.abs(a - b)) / scale)
+
+
+def random_problem(sizes, n, seed, loss="mse"):
+    """X (d0 × N), and targets for ``loss``: T (dL × N) for mse, labels (N,) otherwise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((sizes[0], n))
+    if loss == "mse":
+        return X, rng.standard_normal((sizes[-1], n))
+    return X, rng.integers(0, sizes[-1], n)

@@ -17,7 +17,7 @@ def _describe(a):
 def _is_foreign(backend, a):
     """An array of another device or library (a CuPy array given to a CPU model, ...)."""
     return (not isinstance(a, (np.ndarray, np.generic)) and not backend.owns(a)
-            and any(hasattr(a, attr) for attr in
+            and any(hasattr(type(a), attr) for attr in
                     ("__array_namespace__", "__cuda_array_interface__", "__dlpack__")))
 
 
@@ -54,7 +54,7 @@ def to_device(backend, a, name, dtype, check=True):
         if bool(xp.any(bad)):
             raise ValueError(f"{name} contains NaN or inf ({int(xp.sum(bad))} of "
                              f"{a.size} values); remove or impute them first")
-    return backend.asarray(a, dtype)
+    return backend.asarray(a, backend.dtype(dtype) if isinstance(dtype, str) else dtype)
 
 
 def to_labels(backend, labels, n, k, check=True):

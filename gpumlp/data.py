@@ -25,6 +25,10 @@ def load_npz(path):
     :func:`encode_labels`).  Files are read without pickle.
     """
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise ValueError(f"cannot read {path} as a .npz file: it is not a zip archive "
+                                 "(write it with numpy.savez)")
         with np.load(path, allow_pickle=False) as z:
             missing = {"X", "y"} - set(z.files)
             if missing:
@@ -97,15 +101,23 @@ def split(y, test_fraction=0.2, seed=0):
 
 
 class Standardizer:
-    """Per-feature (per-row) centring and scaling, fitted on the training columns only."""
+    """Per-feature (per-row) centring and scaling, fitted on the training columns only.
+
+    The scale of feature j is its standard deviation, raised where needed so that
+    no training value lands more than ``max_z`` scales from the mean: a feature
+    that is nearly constant (the corner pixels of the digits, say) is not blown up
+    into huge outliers that would wreck the first layer.
+    """
 
     def __init__(self, mean, scale):
         self.mean, self.scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
 
     @classmethod
-    def fit(cls, X):
-        std = X.std(axis=1, keepdims=True)
-        return cls(X.mean(axis=1, keepdims=True), np.where(std > 1e-12, std, 1.0))
+    def fit(cls, X, max_z=5.0):
+        mean = X.mean(axis=1, keepdims=True)
+        spread = np.abs(X - mean).max(axis=1, keepdims=True) / max_z
+        scale = np.maximum(X.std(axis=1, keepdims=True), spread)
+        return cls(mean, np.where(scale > 1e-12, scale, 1.0))
 
     def __call__(self, X):
         if X.shape[0] != self.mean.shape[0]:

@@ -240,8 +240,9 @@ class MLP:
     def predict(self, X, batch_size=4096):
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
         X = self._input(X, True)
-        out = [self.xp.argmax(self.forward(X[:, i:i + batch_size], check=False), axis=0)
-               for i in range(0, X.shape[1], batch_size)]
+        N = X.shape[1]
+        out = [self.xp.argmax(self.forward(X[:, i:min(i + batch_size, N)], check=False), axis=0)
+               for i in range(0, N, batch_size)]
         return np.concatenate([self.backend.to_numpy(o) for o in out])
 
     def get_params(self):

@@ -48,8 +48,9 @@ def _score(net, X, y, fn, batch_size=4096):
     xp, N = net.xp, X.shape[1]
     total = correct = 0.0
     for i in range(0, N, batch_size):
-        Y = net.forward(X[:, i:i + batch_size], check=False)
-        yb = y[i:i + batch_size]
+        j = min(i + batch_size, N)
+        Y = net.forward(X[:, i:j], check=False)
+        yb = y[i:j]
         value, _ = fn(Y, yb, check=False)
         total = total + value * yb.shape[0]
         correct = correct + xp.sum(xp.astype(xp.argmax(Y, axis=0) == yb, Y.dtype))
@@ -75,7 +76,6 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     fn = loss_function(loss, margin)
-    backend, xp = net.backend, net.xp
     X, y = _device_data(net, X, y)
     test = None if X_test is None else _device_data(net, X_test, y_test)
     N = X.shape[1]
@@ -83,42 +83,52 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     sizes = np.array([min(batch_size, N - s) for s in starts], dtype=np.float64)
     rng = np.random.default_rng(seed)
     history = []
-    bar = tqdm(total=epochs * len(starts), unit="batch", disable=not progress, leave=False)
-    try:
+    # NumPy would warn about overflow step by step before the loss turns NaN;
+    # the check at the end of each epoch stops the run with one clear message instead.
+    with np.errstate(over="ignore", invalid="ignore"), \
+            tqdm(total=epochs * len(starts), unit="batch", disable=not progress, leave=False) as bar:
         for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            order = to_device(backend, rng.permutation(N), "order", backend.dtype("int64"), check=False)
-            Xe, ye = xp.take(X, order, axis=1), xp.take(y, order, axis=0)
-            step_loss = backend.zeros((len(starts),), net.params.dtype)
-            step_correct = backend.zeros((len(starts),), net.params.dtype)
-            for i, s in enumerate(starts):
-                Y = net.forward(Xe[:, s:s + batch_size], check=False)
-                yb = ye[s:s + batch_size]
-                value, dY = fn(Y, yb, check=False)
-                net.backward(dY, check=False)
-                optimizer.step(net)
-                step_loss[i] = value
-                step_correct[i] = xp.sum(xp.astype(xp.argmax(Y, axis=0) == yb, Y.dtype))
-                bar.update(1)
-            losses = backend.to_numpy(step_loss)               # the epoch's one sync
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                step = (epoch - 1) * len(starts) + bad[0] + 1
-                raise TrainingDiverged(
-                    f"the training loss became {losses[bad[0]]} at step {step} (epoch {epoch}, "
-                    f"batch {bad[0] + 1} of {len(starts)}); try a lower learning rate "
-                    f"(it is {getattr(optimizer, 'lr', '?')})")
-            record = {"epoch": epoch, "loss": float(losses @ sizes / N),
-                      "accuracy": float(backend.to_numpy(step_correct).sum() / N)}
-            if test is not None:
-                record["test_loss"], record["test_accuracy"] = _score(net, *test, fn)
-            record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            line = (f"epoch {epoch:>3}/{epochs}  loss {record['loss']:.4f}  "
-                    f"acc {record['accuracy']:.4f}")
-            if test is not None:
-                line += f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}"
-            log(line)
-    finally:
-        bar.close()
+            history.append(_epoch(net, X, y, fn, optimizer, rng, starts, sizes, epoch, bar, test))
+            log(_describe(history[-1], epochs))
     return history
+
+
+def _epoch(net, X, y, fn, optimizer, rng, starts, sizes, epoch, bar, test):
+    """One pass over the shuffled data; the host reads the step losses once, at the end."""
+    backend, xp, N = net.backend, net.xp, X.shape[1]
+    t0 = time.perf_counter()
+    order = to_device(backend, rng.permutation(N), "order", backend.dtype("int64"), check=False)
+    Xe, ye = xp.take(X, order, axis=1), xp.take(y, order, axis=0)
+    step_loss = backend.zeros((len(starts),), net.params.dtype)
+    step_correct = backend.zeros((len(starts),), net.params.dtype)
+    for i, s in enumerate(starts):
+        e = min(s + int(sizes[i]), N)
+        Y = net.forward(Xe[:, s:e], check=False)
+        yb = ye[s:e]
+        value, dY = fn(Y, yb, check=False)
+        net.backward(dY, check=False)
+        optimizer.step(net)
+        step_loss[i] = value
+        step_correct[i] = xp.sum(xp.astype(xp.argmax(Y, axis=0) == yb, Y.dtype))
+        bar.update(1)
+    losses = backend.to_numpy(step_loss)                   # the epoch's one sync
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        step = (epoch - 1) * len(starts) + bad[0] + 1
+        raise TrainingDiverged(
+            f"the training loss became {losses[bad[0]]} at step {step} (epoch {epoch}, "
+            f"batch {bad[0] + 1} of {len(starts)}); try a lower learning rate "
+            f"(it is {getattr(optimizer, 'lr', '?')})")
+    record = {"epoch": epoch, "loss": float(losses @ sizes / N),
+              "accuracy": float(backend.to_numpy(step_correct).sum() / N)}
+    if test is not None:
+        record["test_loss"], record["test_accuracy"] = _score(net, *test, fn)
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _describe(record, epochs):
+    line = f"epoch {record['epoch']:>3}/{epochs}  loss {record['loss']:.4f}  acc {record['accuracy']:.4f}"
+    if "test_accuracy" in record:
+        line += f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}"
+    return line

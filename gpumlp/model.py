@@ -141,28 +141,30 @@ class MLP:
         ``b=None`` leaves the biases as they are.  Shapes are checked before anything
         is written, so a bad call changes nothing.
         """
-        L, dt = self.n_layers, self.backend.dtype(self.dtype)
         if b is not None and not self.bias:
             raise ValueError("this model was built with bias=False; set_params got biases")
-        new_W = self._check_list(W, "W", [w.shape for w in self._W], dt)
-        new_b = None if b is None else self._check_list(
-            [np.reshape(v, (-1, 1)) if np.ndim(v) == 1 else v for v in b]
-            if isinstance(b, (list, tuple)) else b, "b", [v.shape for v in self._b], dt)
-        for k in range(L):
+        new_W = self._check_list(W, "W", self._W)
+        new_b = None if b is None else self._check_list(b, "b", self._b)
+        for k in range(self.n_layers):
             self._W[k][...] = new_W[k]
             if new_b is not None:
                 self._b[k][...] = new_b[k]
 
-    def _check_list(self, arrays, name, shapes, dt):
-        if not isinstance(arrays, (list, tuple)) or len(arrays) != len(shapes):
-            raise ValueError(f"{name} must be a list of {len(shapes)} arrays, one per layer; "
-                             f"got {type(arrays).__name__} of length {len(arrays) if hasattr(arrays, '__len__') else '?'}")
+    def _check_list(self, arrays, name, targets):
+        """The arrays on the device, after checking there is one per layer of the right shape
+        (a bias may also be given as a vector of length d_k)."""
+        if not isinstance(arrays, (list, tuple)) or len(arrays) != len(targets):
+            length = len(arrays) if hasattr(arrays, "__len__") else "?"
+            raise ValueError(f"{name} must be a list of {len(targets)} arrays, one per layer; "
+                             f"got {type(arrays).__name__} of length {length}")
         out = []
-        for k, (a, shape) in enumerate(zip(arrays, shapes), start=1):
-            a = to_device(self.backend, a, f"{name}[{k - 1}] ({name}_{k})", self.dtype)
-            if tuple(a.shape) != tuple(shape):
-                raise ValueError(f"{name}[{k - 1}] ({name}_{k}) must have shape {tuple(shape)}; "
-                                 f"got {tuple(a.shape)}")
+        for k, (a, target) in enumerate(zip(arrays, targets), start=1):
+            label = f"{name}[{k - 1}] ({name}_{k})"
+            a = to_device(self.backend, a, label, self.dtype)
+            if name == "b" and len(a.shape) == 1:
+                a = self.xp.reshape(a, (-1, 1))
+            if tuple(a.shape) != tuple(target.shape):
+                raise ValueError(f"{label} must have shape {tuple(target.shape)}; got {tuple(a.shape)}")
             out.append(a)
         return out
 

@@ -128,3 +128,18 @@ def test_training_step_does_not_synchronise_loss_stays_on_device(backend):
     loss, dY = gpumlp.losses.cross_entropy(net.forward(X), labels)
     assert getattr(loss, "shape", None) == () and backend.owns(dY) or isinstance(loss, np.generic)
     assert isinstance(float(loss), float)
+
+
+def test_set_params_round_trips_on_each_backend(backend):
+    rng = np.random.default_rng(0)
+    W = [rng.standard_normal((4, 3)), rng.standard_normal((2, 4))]
+    b = [rng.standard_normal(4), rng.standard_normal((2, 1))]           # a vector or a column
+    net = gpumlp.MLP([3, 4, 2], dtype="float64", device=backend)
+    net.set_params(W, b)
+    got_W, got_b = net.get_params()
+    for k in range(2):
+        np.testing.assert_array_equal(got_W[k], W[k])
+        np.testing.assert_array_equal(got_b[k], np.reshape(b[k], (-1, 1)))
+    x = rng.standard_normal((3, 5))
+    np.testing.assert_allclose(host(net.forward(x)), W[1] @ np.maximum(W[0] @ x + b[0][:, None], 0) + b[1],
+                               rtol=1e-13)

@@ -54,9 +54,10 @@ class Backend:
         """True when ``a`` already lives on this backend (no transfer needed)."""
         return isinstance(a, np.ndarray)
 
-    def asarray(self, a, dtype):
-        """A new array of ``dtype`` on this device: a copy, never an alias of ``a``."""
-        return np.array(a, dtype=dtype, copy=True)
+    def asarray(self, a, dtype, copy=True):
+        """``a`` as an array of ``dtype`` on this device.  With ``copy=True`` (the default)
+        always a new array, never an alias of ``a``; otherwise copied only when needed."""
+        return np.array(a, dtype=dtype, copy=True if copy else None)
 
     def to_numpy(self, a):
         """A NumPy copy of ``a``: it never aliases the model's buffers."""
@@ -78,11 +79,11 @@ class CupyBackend(Backend):
     def owns(self, a):
         return isinstance(a, self.xp.ndarray)
 
-    def asarray(self, a, dtype):
-        return self.xp.array(a, dtype=dtype, copy=True)
+    def asarray(self, a, dtype, copy=True):
+        return self.xp.array(a, dtype=dtype, copy=True if copy else None)
 
     def to_numpy(self, a):
-        return self.xp.asnumpy(a)
+        return np.array(a, copy=True) if isinstance(a, np.ndarray) else self.xp.asnumpy(a)
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
@@ -142,9 +143,9 @@ class ArrayAPIBackend(Backend):
         return (hasattr(a, "__array_namespace__") and a.__array_namespace__() is self.namespace
                 and (self.device is None or a.device == self.device))
 
-    def asarray(self, a, dtype):
+    def asarray(self, a, dtype, copy=True):
         if self.owns(a):
-            return self.namespace.astype(a, dtype, copy=True)
+            return self.namespace.astype(a, dtype, copy=copy)
         return self.namespace.asarray(np.asarray(a), dtype=dtype, copy=True, **self._on_device())
 
     def to_numpy(self, a):
@@ -167,6 +168,12 @@ def _probe_cupy():
         return None, f"CuPy is installed but the CUDA driver is not usable ({e})"
     if count == 0:
         return None, "CuPy and the CUDA driver are present but no CUDA device was found"
+    try:                     # a GEMM and a compiled kernel: cuBLAS and NVRTC must load
+        a = cupy.ones((2, 2), dtype=cupy.float32)
+        float(cupy.maximum(a @ a, 0).sum())
+    except Exception as e:
+        return None, (f"a CUDA device is present but CuPy's CUDA libraries failed ({type(e).__name__}: {e}); "
+                      "pip install 'cupy-cuda12x[ctk]' brings them")
     return CupyBackend(cupy), None
 
 

@@ -43,11 +43,22 @@ def _split(X, y, classes, test_fraction):
     return X[:, train], idx[train], X[:, test], idx[test]
 
 
+def _make_out_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {path}: cannot create that folder ({e.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"--out {path}: the folder is not writable")
+
+
 def cmd_train(a):
     X, y, source = _load(a.data)
     if a.lr is None:
         a.lr = DEFAULT_LR[a.loss]
-    idx, classes = data.encode_labels(y)
+    if a.out:
+        _make_out_dir(a.out)                    # fail now, not after training
+    _, classes = data.encode_labels(y)
     if len(classes) < 2:
         raise ValueError(f"the data has {len(classes)} class; classification needs at least 2")
     Xtr, ytr, Xte, yte = _split(X, y, classes, a.test_fraction)
@@ -65,7 +76,6 @@ def cmd_train(a):
     print(f"test accuracy {final['test_accuracy']:.4f}  test loss {final['test_loss']:.4f}  "
           f"({seconds:.1f} s, device {net.backend.name})")
     if a.out:
-        os.makedirs(a.out, exist_ok=True)
         meta = {"loss": a.loss, "margin": a.margin, "data": source, "data_sha256": data.fingerprint(X, y),
                 "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED}
         io.save(os.path.join(a.out, "model.npz"), net, meta, x_mean=scaler.mean,
@@ -87,6 +97,10 @@ def cmd_evaluate(a):
         raise ValueError(f"{path} lacks {sorted(missing)}: it was not written by 'gpumlp train'")
     X, y, source = _load(a.data if a.data else (None if meta.get("data") == "digits" else meta.get("data")))
     scaler = data.Standardizer(arrays["x_mean"], arrays["x_scale"])
+    if a.split == "test" and meta.get("data_sha256") != data.fingerprint(X, y):
+        raise ValueError(f"{source} is not the data this model was trained on, so its 'test' split "
+                         "would not be the held-out samples (it could hold training samples); "
+                         "score it with --split all")
     if a.split == "test":
         _, _, X, y = _split(X, y, arrays["classes"], meta.get("test_fraction", 0.2))
     else:

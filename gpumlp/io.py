@@ -51,7 +51,11 @@ def load(path, device="auto"):
             raise ValueError(f"{path} is not a gpumlp model file (expected format {FORMAT!r})")
         config, meta = json.loads(str(z["config"])), json.loads(str(z["meta"]))
         L = len(config["sizes"]) - 1
-        own = {"format", "config", "meta"} | {f"{p}{k}" for p in "Wb" for k in range(1, L + 1)}
+        own = {"format", "config", "meta"} | {f"{p}{k}" for p in ("Wb" if config["bias"] else "W")
+                                             for k in range(1, L + 1)}
+        missing = sorted(own - set(z.files))
+        if missing:
+            raise ValueError(f"{path} is damaged: it lacks the arrays {missing}")
         W = [z[f"W{k}"] for k in range(1, L + 1)]
         b = [z[f"b{k}"] for k in range(1, L + 1)] if config["bias"] else None
         arrays = {k: z[k] for k in z.files if k not in own}

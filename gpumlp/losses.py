@@ -9,7 +9,7 @@ training step need not wait for the device (``float(loss)`` does).
                          p = softmax(Y) over the K rows
 * :func:`cross_entropy`  L = −mean_n log p_{y_n n}
 """
-from ._checks import number, to_device, to_labels
+from ._checks import number, shape_of, to_device, to_labels
 from .backend import backend_of
 
 __all__ = ["mse", "hinge", "cross_entropy", "softmax", "one_hot", "LOSSES"]
@@ -47,7 +47,7 @@ def mse(Y, T, reduction="mean", check=True):
         raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
     backend = _output(Y)
     xp = backend.xp
-    shape = tuple(getattr(T, "shape", ()))
+    shape = shape_of(T)
     if shape != tuple(Y.shape):
         raise ValueError(f"targets T must have the shape of Y, {tuple(Y.shape)} (K × N, one column "
                          f"per sample); got {shape}" + (" — use T.reshape(1, -1)" if shape == (Y.shape[1],) else ""))

@@ -13,11 +13,12 @@ Python lists are 0-based, so ``W[k-1]`` is W_k, ``deltas[k-1]`` is Δ_k, and
 ``params`` (W_1, b_1, W_2, b_2, ...) and all gradients in ``grads``, laid out
 alike; ``W``, ``b``, ``dW`` and ``db`` are views into them.
 """
+import operator
 from collections import OrderedDict
 
 import numpy as np
 
-from ._checks import to_device
+from ._checks import shape_of, to_device
 from .activations import get_activation
 from .backend import get_backend
 
@@ -50,11 +51,15 @@ class _ParamList(list):
     """A list of views into a flat buffer: rebinding an element would silently
     detach it from the buffer, so it is refused."""
 
+    def __setitem__(self, i, value):
+        if value is not list.__getitem__(self, i):      # net.W[k] -= ... writes back the same view
+            self._refuse()
+
     def _refuse(self, *args, **kwargs):
         raise TypeError("the arrays of net.W / net.b are views into one flat buffer: "
                         "use net.set_params(W, b), or write in place: net.W[k][...] = value")
 
-    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = _refuse
+    __delitem__ = append = extend = insert = pop = remove = clear = _refuse
     __iadd__ = __imul__ = sort = reverse = _refuse
 
 
@@ -79,6 +84,10 @@ class MLP:
         self.dtype = np.dtype(dtype).name if _is_float_dtype(dtype) else None
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ValueError(f"bias must be True or False; got {bias!r}")
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer or None; got {seed!r}")
         self.bias = bool(bias)
         self.backend = get_backend(device)
         self.xp = self.backend.xp
@@ -102,9 +111,10 @@ class MLP:
     @staticmethod
     def _check_sizes(sizes):
         try:
-            sizes = [int(s) for s in sizes]
-            ok = len(sizes) >= 2 and all(s >= 1 for s in sizes)
-        except (TypeError, ValueError):
+            ok = not isinstance(sizes, (str, bytes, dict)) and not any(isinstance(s, bool) for s in sizes)
+            sizes = [operator.index(s) for s in sizes]
+            ok = ok and len(sizes) >= 2 and all(s >= 1 for s in sizes)
+        except TypeError:
             ok = False
         if not ok:
             raise ValueError(f"sizes must list at least two positive layer widths "
@@ -182,8 +192,8 @@ class MLP:
         self._workspaces[n] = ws
         return ws
 
-    def _input(self, X, check):
-        shape = tuple(getattr(X, "shape", np.shape(X)))
+    def _input(self, X, check, copy=True):
+        shape = shape_of(X)
         d0 = self.sizes[0]
         if len(shape) != 2:
             hint = " (for one sample use X.reshape(-1, 1))" if len(shape) == 1 else ""
@@ -197,7 +207,7 @@ class MLP:
                              f"column); got shape {shape}")
         if shape[1] == 0:
             raise ValueError("X has no samples (0 columns)")
-        return to_device(self.backend, X, "X", self.dtype, check)
+        return to_device(self.backend, X, "X", self.dtype, check, copy=copy)
 
     def forward(self, X, check=True):
         """Y = Z_L for a batch X (d0 × N, host or device array).
@@ -229,19 +239,22 @@ class MLP:
         if self.Z is None:
             raise RuntimeError("backward() needs the cache of a forward() pass; call net.forward(X) first")
         shape = (self.sizes[-1], self.Z[0].shape[1])
-        got = tuple(getattr(dY, "shape", np.shape(dY)))
+        got = shape_of(dY)
         if got != shape:
             raise ValueError(f"dY must have the shape of the last forward output Y, {shape}; got {got}")
         dY = to_device(self.backend, dY, "dY", self.dtype, check)
         self.deltas = backprop(self.xp, self._W, self.S, self.Z, self.f, dY, list(self._ws["D"]))
         weight_gradients(self.xp, self.deltas, self.Z, self._dW, self._db)
-        self.dW, self.db = self._dW, self._db
+        self.dW = _ParamList(self._dW)
+        self.db = None if self._db is None else _ParamList(self._db)
         return self.deltas
 
     # -- conveniences ------------------------------------------------------------
     def predict(self, X, batch_size=4096):
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
-        X = self._input(X, True)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        X = self._input(X, True, copy=False)     # each slice is copied by forward()
         N = X.shape[1]
         out = [self.xp.argmax(self.forward(X[:, i:min(i + batch_size, N)], check=False), axis=0)
                for i in range(0, N, batch_size)]
@@ -258,6 +271,8 @@ class MLP:
 
 
 def _is_float_dtype(dtype):
+    if dtype is None:                            # np.dtype(None) would mean float64
+        return False
     try:
         return np.dtype(dtype).kind == "f"
     except TypeError:

@@ -5,6 +5,7 @@ optimizer on the device and writes its loss into a device vector; the host
 reads that vector at the end of the epoch, to report and to stop a run whose
 loss has turned NaN, naming the first bad step.
 """
+import operator
 import time
 
 import numpy as np
@@ -39,21 +40,21 @@ def loss_function(name, margin=1.0):
 
 def _device_data(net, X, y):
     """X and y validated once and moved to the model's device."""
-    X = net._input(X, check=True)
+    X = net._input(X, check=True, copy=False)
     return X, to_labels(net.backend, y, X.shape[1], net.sizes[-1])
 
 
 def _score(net, X, y, fn, batch_size=4096):
     """``(mean loss, accuracy)`` on device data that has been checked already."""
     xp, N = net.xp, X.shape[1]
-    total = correct = 0.0
+    total = correct = 0
     for i in range(0, N, batch_size):
         j = min(i + batch_size, N)
         Y = net.forward(X[:, i:j], check=False)
         yb = y[i:j]
         value, _ = fn(Y, yb, check=False)
         total = total + value * yb.shape[0]
-        correct = correct + xp.sum(xp.astype(xp.argmax(Y, axis=0) == yb, Y.dtype))
+        correct = correct + _n_correct(net, Y, yb)
     return float(total) / N, float(correct) / N
 
 
@@ -71,10 +72,9 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     test_accuracy when a test set is given.  Raises :class:`TrainingDiverged`
     when the loss becomes NaN or infinite.
     """
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
+    if (X_test is None) != (y_test is None):
+        raise ValueError("give X_test and y_test together, or neither")
     fn = loss_function(loss, margin)
     X, y = _device_data(net, X, y)
     test = None if X_test is None else _device_data(net, X_test, y_test)
@@ -100,16 +100,16 @@ def _epoch(net, X, y, fn, optimizer, rng, starts, sizes, epoch, bar, test):
     order = to_device(backend, rng.permutation(N), "order", backend.dtype("int64"), check=False)
     Xe, ye = xp.take(X, order, axis=1), xp.take(y, order, axis=0)
     step_loss = backend.zeros((len(starts),), net.params.dtype)
-    step_correct = backend.zeros((len(starts),), net.params.dtype)
+    step_correct = backend.zeros((len(starts),), backend.dtype("int64"))
     for i, s in enumerate(starts):
-        e = min(s + int(sizes[i]), N)
+        e = s + int(sizes[i])
         Y = net.forward(Xe[:, s:e], check=False)
         yb = ye[s:e]
         value, dY = fn(Y, yb, check=False)
         net.backward(dY, check=False)
         optimizer.step(net)
         step_loss[i] = value
-        step_correct[i] = xp.sum(xp.astype(xp.argmax(Y, axis=0) == yb, Y.dtype))
+        step_correct[i] = _n_correct(net, Y, yb)
         bar.update(1)
     losses = backend.to_numpy(step_loss)                   # the epoch's one sync
     bad = np.flatnonzero(~np.isfinite(losses))
@@ -132,3 +132,18 @@ def _describe(record, epochs):
     if "test_accuracy" in record:
         line += f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}"
     return line
+
+
+def _n_correct(net, Y, labels):
+    """How many columns of Y have their largest entry at the label (an int64 device scalar)."""
+    xp = net.xp
+    return xp.sum(xp.astype(xp.argmax(Y, axis=0) == labels, net.backend.dtype("int64")))
+
+
+def _positive_int(value, name):
+    try:
+        if not isinstance(value, bool) and operator.index(value) >= 1:
+            return operator.index(value)
+    except TypeError:
+        pass
+    raise ValueError(f"{name} must be a positive integer; got {value!r}")

@@ -15,14 +15,16 @@ def fresh_auto(monkeypatch):
     monkeypatch.delenv("GPUMLP_DEVICE", raising=False)
 
 
-def fake_cupy(monkeypatch, count=None, error=None):
-    """Install a stand-in ``cupy`` whose device count is ``count`` or raises ``error``."""
+def fake_cupy(monkeypatch, count=None, error=None, kernels=np.maximum):
+    """Install a stand-in ``cupy`` whose device count is ``count`` or raises ``error``,
+    and whose kernels are ``kernels`` (NumPy's, or a function that raises)."""
     def get_count():
         if error:
             raise error
         return count
     runtime = types.SimpleNamespace(getDeviceCount=get_count)
-    module = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), ndarray=type("ndarray", (), {}))
+    module = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), ndarray=type("ndarray", (), {}),
+                                   ones=np.ones, float32=np.float32, maximum=kernels)
     monkeypatch.setitem(sys.modules, "cupy", module)
 
 
@@ -62,6 +64,16 @@ def test_gpu_without_device_names_the_device(monkeypatch, capsys):
         B.get_backend("gpu")
     assert B.get_backend("auto").xp is np
     assert "no CUDA device was found" in capsys.readouterr().err
+
+
+def test_gpu_with_broken_cuda_libraries_names_them(monkeypatch, capsys):
+    def broken(*args):
+        raise RuntimeError("libnvrtc.so.12: cannot open shared object file")
+    fake_cupy(monkeypatch, count=1, kernels=broken)
+    with pytest.raises(gpumlp.DeviceUnavailableError, match=r"CUDA libraries failed.*libnvrtc.*cupy-cuda12x\[ctk\]"):
+        B.get_backend("gpu")
+    assert B.get_backend("auto").xp is np
+    assert "libnvrtc" in capsys.readouterr().err
 
 
 def test_auto_picks_cupy_when_a_device_is_present(monkeypatch):

@@ -33,7 +33,7 @@ def test_wrong_feature_count_and_wrong_rank(net):
 def test_non_finite_inputs(net, bad):
     x = X()
     x[2, 3] = bad
-    with pytest.raises(ValueError, match=r"X contains NaN or inf \(1 of 24 values\)"):
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(1 of 24 values"):
         net.forward(x)
     T = np.zeros((3, 6))
     T[0, 0] = bad
@@ -152,7 +152,7 @@ class FakeCupyArray:
 
 
 def test_a_device_array_given_to_a_cpu_model_is_an_error_not_a_copy(net):
-    with pytest.raises(ValueError, match=r"X is a cupy\.FakeCupyArray.*another device.*gpumlp\.to_numpy"):
+    with pytest.raises(ValueError, match=r"X is a cupy\.FakeCupyArray, an array of another library or device.*gpumlp\.to_numpy"):
         net.forward(FakeCupyArray())
     net.forward(X())
     with pytest.raises(ValueError, match=r"dY is a cupy"):
@@ -163,5 +163,50 @@ def test_a_strict_device_array_given_to_a_cpu_model_is_an_error(net):
     from conftest import strict_backend
     b = strict_backend()
     x = b.asarray(X(), b.dtype("float64"))
-    with pytest.raises(ValueError, match="another device"):
+    with pytest.raises(ValueError, match="another library or device"):
         net.forward(x)
+
+
+def test_values_too_large_for_float32_are_caught_not_turned_into_inf():
+    net = gpumlp.MLP([1, 2], device="cpu")                         # float32
+    with pytest.raises(ValueError, match="NaN or inf .*too large for float32"):
+        net.forward([[1e300]])
+    with pytest.raises(ValueError, match=r"W\[0\] \(W_1\) contains NaN or inf"):
+        net.set_params([np.full((2, 1), 1e39)])
+    assert np.isfinite(net.params).all()
+    net.forward([[1e30]])                                            # within range: accepted
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"sizes": [2.5, 3]}, "sizes must list"), ({"sizes": "23"}, "sizes must list"),
+    ({"sizes": {2: 3}}, "sizes must list"), ({"sizes": [True, 2]}, "sizes must list"),
+    ({"sizes": [2, 3], "bias": "no"}, "bias must be True or False"),
+    ({"sizes": [2, 3], "seed": "a"}, "seed must be an integer or None"),
+    ({"sizes": [2, 3], "dtype": None}, "dtype must be 'float32' or 'float64'; got None")])
+def test_model_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gpumlp.MLP(**{"device": "cpu", **kwargs})
+
+
+def test_lists_are_arrays_and_masked_arrays_are_refused(net):
+    assert net.forward(X().tolist()).shape == (3, 6)
+    Y = net.forward(X())
+    with pytest.raises(ValueError, match=r"shape of Y, \(3, 6\).*got \(2, 6\)"):
+        losses.mse(Y, [[0.0] * 6] * 2)
+    with pytest.raises(ValueError, match="masked array"):
+        net.forward(np.ma.masked_array(X(), mask=X() > 1))
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        losses.hinge(Y, np.zeros(6, int), margin="0.5")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        net.predict(X(), batch_size=0)
+
+
+def test_fit_arguments():
+    from gpumlp.train import fit
+    net = gpumlp.MLP([4, 3], device="cpu")
+    x, y = X(), np.array([0, 1, 2, 0, 1, 2])
+    for kwargs, match in [({"epochs": 2.0}, "epochs must be a positive integer; got 2.0"),
+                          ({"epochs": None}, "epochs must be"), ({"batch_size": True}, "batch_size must be"),
+                          ({"X_test": x}, "X_test and y_test together")]:
+        with pytest.raises(ValueError, match=match):
+            fit(net, x, y, gpumlp.SGD(0.1), progress=False, **kwargs)

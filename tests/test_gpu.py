@@ -63,7 +63,7 @@ def test_host_arrays_go_to_the_gpu_and_cupy_arrays_are_taken_as_they_are():
     y_dev = net.forward(cupy.asarray(x))
     assert isinstance(y_host, cupy.ndarray) and cupy.array_equal(y_host, y_dev)
     cpu = gpumlp.MLP([3, 4, 2], device="cpu", seed=0)
-    with pytest.raises(ValueError, match="another device"):
+    with pytest.raises(ValueError, match="another library or device"):
         cpu.forward(cupy.asarray(x))
 
 

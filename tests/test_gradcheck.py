@@ -124,3 +124,20 @@ def test_hinge_counts_only_false_classes_within_the_margin():
     # column 0: p_y = .7: j=1: .2-.7+.4 < 0 → 0; j=2: .1-.7+.4 < 0 → 0
     # column 1: p_y = .6: j=0: .1-.6+.4 < 0 → 0; j=2: .3-.6+.4 = .1
     assert float(loss) == pytest.approx(0.1 / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("draw", range(12))
+def test_gradients_on_randomly_drawn_networks(draw):
+    """Random depth (1-4), widths (1-6), batch size (1-8), activation, loss and bias."""
+    rng = np.random.default_rng(1000 + draw)
+    loss = ["mse", "hinge", "ce"][draw % 3]
+    depth = int(rng.integers(1, 5))
+    sizes = [int(d) for d in rng.integers(1, 7, depth + 1)]
+    if loss != "mse":
+        sizes[-1] = max(sizes[-1], 2)
+    activation = str(rng.choice(sorted(ACTIVATIONS)))
+    fn = loss_fn(loss)
+    net, X, t = checked_problem(sizes, int(rng.integers(1, 9)), activation, loss, bool(draw % 2))
+    net.backward(fn(net.forward(X), t)[1])
+    analytic = host(net.grads).copy()
+    assert max_rel_err(analytic, numeric_gradient(net, X, t, fn)) < 1e-6, (sizes, activation, loss)

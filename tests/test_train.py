@@ -96,6 +96,23 @@ def test_cli_trains_on_the_users_own_npz(tmp_path, capsys):
     assert "save X.T" in capsys.readouterr().err
 
 
+def test_evaluate_refuses_a_test_split_of_other_data_and_out_must_be_a_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    X, y = data.load_digits()
+    np.savez(tmp_path / "other.npz", X=X[:, :500], y=y[:500])
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--data", str(tmp_path / "other.npz"), "--device", "cpu"]) == 2
+    assert "not the data this model was trained on" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(out), "--data", str(tmp_path / "other.npz"), "--split", "all",
+                     "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 500
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["train", "--device", "cpu", "--out", str(tmp_path / "file"), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "cannot create that folder" in captured.err and "epoch" not in captured.out
+
+
 def test_cli_reports_divergence_and_bad_options(capsys):
     assert cli.main(["train", "--device", "cpu", "--lr", "1e6", "--loss", "mse", "--no-progress"]) == 1
     assert "try a lower learning rate" in capsys.readouterr().err
@@ -116,6 +133,11 @@ def test_saved_models_load_without_pickle_and_reject_other_files(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.ones(2))
     with pytest.raises(ValueError, match="not a gpumlp model"):
         io.load(tmp_path / "other.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        damaged = {k: z[k] for k in z.files if k != "W2"}
+    np.savez(tmp_path / "damaged.npz", **damaged)
+    with pytest.raises(ValueError, match=r"damaged: it lacks the arrays \['W2'\]"):
+        io.load(tmp_path / "damaged.npz")
     assert list(tmp_path.glob(".tmp-*")) == []
 
 

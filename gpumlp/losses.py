@@ -70,11 +70,10 @@ def hinge(Y, labels, margin=1.0, check=True):
     K, N = Y.shape
     labels = to_labels(backend, labels, N, K, check)
     P = softmax(xp, Y)
-    is_y = backend.arange(K)[:, None] == labels[None, :]
-    onehot = xp.astype(is_y, Y.dtype)
+    onehot = one_hot(backend, labels, K, Y.dtype)
     p_y = xp.sum(P * onehot, axis=0, keepdims=True)
     M = P - p_y + C                                           # p_j − p_y + C
-    active = xp.astype(xp.logical_and(M >= 0, xp.logical_not(is_y)), Y.dtype)
+    active = xp.astype(M >= 0, Y.dtype) * (1 - onehot)        # j ≠ y, not yet beyond the margin
     loss = xp.sum(M * active) / N
     G = active - onehot * xp.sum(active, axis=0, keepdims=True)   # ∂L_n/∂p
     dY = P * (G - xp.sum(P * G, axis=0, keepdims=True)) / N

@@ -56,8 +56,9 @@ class _ParamList(list):
             self._refuse()
 
     def _refuse(self, *args, **kwargs):
-        raise TypeError("the arrays of net.W / net.b are views into one flat buffer: "
-                        "use net.set_params(W, b), or write in place: net.W[k][...] = value")
+        raise TypeError("net.W, net.b, net.dW and net.db hold views into one flat buffer "
+                        "(net.params, net.grads): use net.set_params(W, b), or write in place: "
+                        "net.W[k][...] = value")
 
     __delitem__ = append = extend = insert = pop = remove = clear = _refuse
     __iadd__ = __imul__ = sort = reverse = _refuse

@@ -1,4 +1,4 @@
-"""The training loop: mini-batch SGD with one host synchronisation per epoch.
+"""The training loop: mini-batch SGD that reads device values only at the end of an epoch.
 
 Data goes to the device once.  Each step runs forward, loss, backward and the
 optimizer on the device and writes its loss into a device vector; the host
@@ -28,8 +28,9 @@ def loss_function(name, margin=1.0):
     For ``mse`` the targets are the one-hot columns of the labels."""
     if name == "mse":
         def fn(Y, labels, check=True):
-            T = _losses.one_hot(backend_of(Y), labels, Y.shape[0], Y.dtype)
-            return _losses.mse(Y, T, check=check)
+            backend = backend_of(Y)
+            labels = to_labels(backend, labels, Y.shape[1], Y.shape[0], check)
+            return _losses.mse(Y, _losses.one_hot(backend, labels, Y.shape[0], Y.dtype), check=False)
         return fn
     if name == "hinge":
         return lambda Y, labels, check=True: _losses.hinge(Y, labels, margin, check=check)

@@ -5,8 +5,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from . import data, io
 from .backend import DeviceUnavailableError
 from .example import exercise2, walkthrough

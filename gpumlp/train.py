@@ -47,7 +47,7 @@ def _device_data(net, X, y):
 
 def _score(net, X, y, fn, batch_size=4096):
     """``(mean loss, accuracy)`` on device data that has been checked already."""
-    xp, N = net.xp, X.shape[1]
+    N = X.shape[1]
     total = correct = 0
     for i in range(0, N, batch_size):
         j = min(i + batch_size, N)

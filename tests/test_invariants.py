@@ -136,7 +136,6 @@ def test_a_training_epoch_never_reads_device_values_until_its_end(monkeypatch):
     """On the strict device every host read of a device value (float, bool, int, a
     NumPy conversion) raises during the steps; the epoch's losses are read once, at
     its end, through DLPack."""
-    import array_api_strict
     from conftest import strict_backend
     from gpumlp.train import _epoch, loss_function
     from tqdm import tqdm

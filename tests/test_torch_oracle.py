@@ -27,6 +27,14 @@ def torch_loss(name, Y, t, margin):
     return K * F.multi_margin_loss(torch.softmax(Y.T, dim=1), labels, p=1, margin=margin)
 
 
+def gpumlp_loss(name, Y, t, margin):
+    if name == "mse":
+        return gpumlp.losses.mse(Y, t)
+    if name == "ce":
+        return gpumlp.losses.cross_entropy(Y, t)
+    return gpumlp.losses.hinge(Y, t, margin=margin)
+
+
 def torch_pass(net, X, t, loss, margin):
     W = [torch.tensor(host(w), requires_grad=True) for w in net.W]
     b = [torch.tensor(host(v), requires_grad=True) for v in net.b] if net.bias else None
@@ -49,9 +57,7 @@ def test_gradients_match_torch_autograd(activation, loss, bias):
     for sizes, n in [([4, 6, 3], 5), ([3, 5, 4, 3], 1), ([5, 2, 7, 2, 4], 9)]:
         net = gpumlp.MLP(sizes, activation=activation, bias=bias, dtype="float64", device="cpu", seed=n)
         X, t = random_problem(sizes, n, n, loss)
-        Y = net.forward(X)
-        value, dY = {"mse": lambda: gpumlp.losses.mse(Y, t), "ce": lambda: gpumlp.losses.cross_entropy(Y, t),
-                     "hinge": lambda: gpumlp.losses.hinge(Y, t, margin=margin)}[loss]()
+        value, dY = gpumlp_loss(loss, net.forward(X), t, margin)
         net.backward(dY)
         t_value, W, b, S = torch_pass(net, X, t, loss, margin)
         assert float(value) == pytest.approx(t_value.item(), rel=1e-12, abs=1e-15)

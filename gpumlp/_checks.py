@@ -5,6 +5,7 @@ device when the data lives there; callers that have already validated their
 data (the training loop) pass ``check=False`` to skip them.
 """
 import math
+import operator
 
 import numpy as np
 
@@ -14,7 +15,7 @@ def shape_of(a):
     return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
 
 
-def _isdtype(backend, dtype, kinds):
+def isdtype(backend, dtype, kinds):
     """``xp.isdtype`` for NumPy/CuPy dtypes and for an array-API backend's own dtypes."""
     xp = np if isinstance(dtype, np.dtype) else backend.namespace
     return xp.isdtype(dtype, kinds)
@@ -54,7 +55,7 @@ def to_device(backend, a, name, dtype, check=True, copy=False):
     ``copy=False`` an array already on the device in ``dtype`` is returned as it is.
     """
     a, on_host = _readable(backend, a, name)
-    if not _isdtype(backend, a.dtype, REAL):
+    if not isdtype(backend, a.dtype, REAL):
         raise ValueError(f"{name} must hold real numbers (float, int or bool) to be cast to "
                          f"{dtype}; got dtype {a.dtype}, which cannot be cast safely")
     with np.errstate(over="ignore"):        # too large for dtype: caught as inf just below
@@ -72,7 +73,7 @@ def to_device(backend, a, name, dtype, check=True, copy=False):
 def to_labels(backend, labels, n, k, check=True):
     """Integer class labels in [0, k) of shape (n,), as an int64 array on ``backend``."""
     labels, on_host = _readable(backend, labels, "labels")
-    if not _isdtype(backend, labels.dtype, "integral"):
+    if not isdtype(backend, labels.dtype, "integral"):
         raise ValueError(f"labels must be an integer array of class indices; got dtype "
                          f"{labels.dtype} (if the values are whole numbers, use labels.astype(int))")
     if tuple(labels.shape) != (n,):
@@ -96,3 +97,13 @@ def number(value, name, ok=lambda v: True, expected="a finite number"):
     if v is None or not math.isfinite(v) or not ok(v):
         raise ValueError(f"{name} must be {expected}; got {value!r}")
     return v
+
+
+def positive_int(value, name):
+    """``value`` as a Python int >= 1 (bools and floats refused); ValueError otherwise."""
+    try:
+        if not isinstance(value, bool) and operator.index(value) >= 1:
+            return operator.index(value)
+    except TypeError:
+        pass
+    raise ValueError(f"{name} must be a positive integer; got {value!r}")

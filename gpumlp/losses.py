@@ -9,7 +9,7 @@ training step need not wait for the device (``float(loss)`` does).
                          p = softmax(Y) over the K rows
 * :func:`cross_entropy`  L = −mean_n log p_{y_n n}
 """
-from ._checks import number, shape_of, to_device, to_labels
+from ._checks import isdtype, number, shape_of, to_device, to_labels
 from .backend import backend_of
 
 __all__ = ["mse", "hinge", "cross_entropy", "softmax", "one_hot", "LOSSES"]
@@ -22,8 +22,7 @@ def _output(Y, min_rows=1):
     if len(shape) != 2 or shape[1] == 0 or not hasattr(Y, "dtype"):
         raise ValueError(f"Y must be a 2-D array of shape (K, N), one column per sample; got "
                          f"{type(Y).__name__} of shape {shape}")
-    xp = getattr(backend, "namespace", backend.xp)
-    if not xp.isdtype(Y.dtype, "real floating"):
+    if not isdtype(backend, Y.dtype, "real floating"):
         raise ValueError(f"Y must be a float array (the network output); got dtype {Y.dtype}")
     if shape[0] < min_rows:
         raise ValueError(f"this loss needs at least {min_rows} classes (rows of Y); got Y of shape {shape}")

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._checks import shape_of, to_device
+from ._checks import positive_int, shape_of, to_device
 from .activations import get_activation
 from .backend import get_backend
 
@@ -253,8 +253,7 @@ class MLP:
     # -- conveniences ------------------------------------------------------------
     def predict(self, X, batch_size=4096):
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         X = self._input(X, True, copy=False)     # each slice is copied by forward()
         N = X.shape[1]
         out = [self.xp.argmax(self.forward(X[:, i:min(i + batch_size, N)], check=False), axis=0)

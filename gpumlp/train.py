@@ -5,14 +5,13 @@ optimizer on the device and writes its loss into a device vector; the host
 reads that vector at the end of the epoch, to report and to stop a run whose
 loss has turned NaN, naming the first bad step.
 """
-import operator
 import time
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from . import losses as _losses
-from ._checks import to_device, to_labels
+from ._checks import positive_int, to_device, to_labels
 from .backend import backend_of
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "loss_function"]
@@ -73,7 +72,7 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     test_accuracy when a test set is given.  Raises :class:`TrainingDiverged`
     when the loss becomes NaN or infinite.
     """
-    epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     if (X_test is None) != (y_test is None):
         raise ValueError("give X_test and y_test together, or neither")
     fn = loss_function(loss, margin)
@@ -112,7 +111,7 @@ def _epoch(net, X, y, fn, optimizer, rng, starts, sizes, epoch, bar, test):
         step_loss[i] = value
         step_correct[i] = _n_correct(net, Y, yb)
         bar.update(1)
-    losses = backend.to_numpy(step_loss)                   # the epoch's one sync
+    losses = backend.to_numpy(step_loss)                   # the host reads only from here on
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         step = (epoch - 1) * len(starts) + bad[0] + 1
@@ -139,12 +138,3 @@ def _n_correct(net, Y, labels):
     """How many columns of Y have their largest entry at the label (an int64 device scalar)."""
     xp = net.xp
     return xp.sum(xp.astype(xp.argmax(Y, axis=0) == labels, net.backend.dtype("int64")))
-
-
-def _positive_int(value, name):
-    try:
-        if not isinstance(value, bool) and operator.index(value) >= 1:
-            return operator.index(value)
-    except TypeError:
-        pass
-    raise ValueError(f"{name} must be a positive integer; got {value!r}")

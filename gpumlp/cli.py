@@ -35,8 +35,8 @@ def _load(path):
     return X, y, os.path.abspath(path)
 
 
-def _split(X, y, classes, test_fraction):
-    idx, _ = data.encode_labels(y, classes)
+def _split(X, idx, test_fraction):
+    """The stratified train/test split of X and its class indices, with the fixed split seed."""
     train, test = data.split(idx, test_fraction, SPLIT_SEED)
     return X[:, train], idx[train], X[:, test], idx[test]
 
@@ -56,10 +56,10 @@ def cmd_train(a):
         a.lr = DEFAULT_LR[a.loss]
     if a.out:
         _make_out_dir(a.out)                    # fail now, not after training
-    _, classes = data.encode_labels(y)
+    idx, classes = data.encode_labels(y)
     if len(classes) < 2:
         raise ValueError(f"the data has {len(classes)} class; classification needs at least 2")
-    Xtr, ytr, Xte, yte = _split(X, y, classes, a.test_fraction)
+    Xtr, ytr, Xte, yte = _split(X, idx, a.test_fraction)
     scaler = data.Standardizer.fit(Xtr)
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
@@ -99,10 +99,9 @@ def cmd_evaluate(a):
         raise ValueError(f"{source} is not the data this model was trained on, so its 'test' split "
                          "would not be the held-out samples (it could hold training samples); "
                          "score it with --split all")
+    y, _ = data.encode_labels(y, arrays["classes"])
     if a.split == "test":
-        _, _, X, y = _split(X, y, arrays["classes"], meta.get("test_fraction", 0.2))
-    else:
-        y, _ = data.encode_labels(y, arrays["classes"])
+        _, _, X, y = _split(X, y, meta.get("test_fraction", 0.2))
     loss, acc = evaluate(net, scaler(X), y, meta.get("loss", "ce"), meta.get("margin", 1.0))
     result = {"model": path, "data": source, "split": a.split, "samples": int(X.shape[1]),
               "loss": loss, "accuracy": acc, "device": net.backend.name}

@@ -1,0 +1,426 @@
+"""Checks that close gaps a mutation test found in the rest of the suite.
+
+Each test below pins one behaviour that a planted bug used to slip past:
+non-linear output layers and non-zero biases in the gradient checks, the epoch
+loss and accuracy that fit reports, evaluate's loss, shuffling, +inf divergence,
+large logits, weight decay, the workspace cache, the CLI's scaler, device names,
+and stale gradients.  Only the public API is used.
+"""
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import gpumlp
+from gpumlp import cli, data, io
+from gpumlp import backend as backend_module
+from gpumlp.losses import cross_entropy, hinge, mse, softmax
+from gpumlp.train import TrainingDiverged, evaluate, fit
+
+from conftest import host
+
+H = 1e-3
+QUIET = dict(progress=False, log=lambda line: None)
+
+
+# -- helpers -----------------------------------------------------------------
+def random_biases(net, rng, scale=1.0):
+    """Give ``net`` random non-zero biases (the weights stay as they are)."""
+    W, _ = net.get_params()
+    b = [rng.standard_normal((d, 1)) * scale for d in net.sizes[1:]]
+    net.set_params(W, b)
+    return b
+
+
+def numeric_gradient(net, X, loss):
+    """4th-order central differences of ``loss(net.forward(X))[0]`` in every parameter."""
+    p = net.params
+    grad = np.zeros(p.shape[0])
+    for i in range(p.shape[0]):
+        x0 = float(p[i])
+        f = []
+        for step in (2 * H, H, -H, -2 * H):
+            p[i] = x0 + step
+            f.append(float(loss(net.forward(X))[0]))
+        p[i] = x0
+        grad[i] = (8 * (f[1] - f[2]) - (f[0] - f[3])) / (12 * H)
+    return grad
+
+
+def max_rel_err(analytic, numeric):
+    denom = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), 1e-300)
+    both_zero = (analytic == 0) & (np.abs(numeric) < 1e-13)
+    return float(np.max(np.where(both_zero, 0.0, np.abs(analytic - numeric) / denom)))
+
+
+def no_relu_input_near_its_kink(net, X, activation):
+    """No hidden-layer input of a ReLU-like activation within reach of the finite differences."""
+    net.forward(X)
+    for k in range(net.n_layers - 1):
+        if activation in ("relu", "leaky_relu"):
+            S, Zprev = host(net.S[k]), host(net.Z[k])
+            if np.min(np.abs(S)) < 20 * H * (1 + np.abs(Zprev).max()):
+                return False
+    return True
+
+
+def classification_problem(d0, K, N, seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((d0, N)), rng.integers(0, K, N)
+
+
+# -- gap 1: a non-linear output layer in the gradient check ----------------
+@pytest.mark.parametrize("output", ["tanh", "sigmoid"])
+def test_gradient_with_a_nonlinear_output_layer_matches_finite_differences(output):
+    sizes, N = [3, 5, 4, 2], 6
+    rng = np.random.default_rng(11)
+    net = gpumlp.MLP(sizes, activation="tanh", output=output, dtype="float64", device="cpu", seed=3)
+    random_biases(net, rng, 0.5)
+    X, T = rng.standard_normal((sizes[0], N)), rng.standard_normal((sizes[-1], N))
+    loss = lambda Y: mse(Y, T)
+    net.backward(loss(net.forward(X))[1])
+    analytic = host(net.grads).copy()
+    numeric = numeric_gradient(net, X, loss)
+    assert np.abs(numeric).max() > 1e-3
+    assert max_rel_err(analytic, numeric) < 1e-6
+    # Δ_L itself: ∂L/∂Y ⊙ f_L'(S_L), with f_L' written out from S_L
+    net.backward(loss(net.forward(X))[1])
+    S_L, Y = host(net.S[-1]), host(net.Z[-1])
+    f_prime = 1 - np.tanh(S_L) ** 2 if output == "tanh" else np.exp(-S_L) / (1 + np.exp(-S_L)) ** 2
+    np.testing.assert_allclose(host(net.deltas[-1]), (Y - T) / N * f_prime, rtol=1e-12, atol=1e-15)
+
+
+# -- gap 2: non-zero biases ---------------------------------------------------
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+def test_gradient_with_nonzero_biases_matches_finite_differences(activation):
+    sizes, N = [3, 6, 5, 3], 5
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        net = gpumlp.MLP(sizes, activation=activation, dtype="float64", device="cpu", seed=seed)
+        random_biases(net, rng)
+        X, labels = rng.standard_normal((sizes[0], N)), rng.integers(0, sizes[-1], N)
+        if no_relu_input_near_its_kink(net, X, activation):
+            break
+    else:
+        raise AssertionError("no kink-free problem found")
+    loss = lambda Y: cross_entropy(Y, labels)
+    net.backward(loss(net.forward(X))[1])
+    analytic = host(net.grads).copy()
+    assert max_rel_err(analytic, numeric_gradient(net, X, loss)) < 1e-6
+
+
+@pytest.mark.parametrize("activation,output", [("relu", "linear"), ("tanh", "sigmoid")])
+def test_cached_S_includes_the_bias(activation, output):
+    sizes = [4, 5, 3, 2]
+    rng = np.random.default_rng(5)
+    net = gpumlp.MLP(sizes, activation=activation, output=output, dtype="float64", device="cpu", seed=1)
+    b = random_biases(net, rng)
+    W, _ = net.get_params()
+    X = rng.standard_normal((sizes[0], 7))
+    Y = host(net.forward(X))
+    Z = X
+    for k in range(net.n_layers):
+        S = W[k] @ Z + b[k]
+        np.testing.assert_allclose(host(net.S[k]), S, rtol=1e-12, atol=1e-12)
+        f = output if k == net.n_layers - 1 else activation
+        Z = {"relu": np.maximum(S, 0), "tanh": np.tanh(S), "linear": S,
+             "sigmoid": 1 / (1 + np.exp(-S))}[f]
+        np.testing.assert_allclose(host(net.Z[k + 1]), Z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Y, Z, rtol=1e-12, atol=1e-12)
+
+
+# -- gap 3: fit's epoch loss and accuracy, reproduced by hand ----------------
+def test_epoch_loss_and_accuracy_match_a_replay_by_hand():
+    sizes, N, batch, seed, epochs = [5, 8, 3], 50, 16, 7, 2
+    X, y = classification_problem(sizes[0], sizes[-1], N, 3)
+    net = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=4)
+    replay = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=4)
+    np.testing.assert_array_equal(host(net.params), host(replay.params))
+    history = fit(net, X, y, gpumlp.SGD(0.5, momentum=0.9), loss="ce", epochs=epochs,
+                  batch_size=batch, seed=seed, **QUIET)
+
+    optimizer, rng = gpumlp.SGD(0.5, momentum=0.9), np.random.default_rng(seed)
+    for epoch in range(epochs):
+        order = rng.permutation(N)
+        step_losses, step_sizes, correct = [], [], 0
+        for s in range(0, N, batch):
+            idx = order[s:s + batch]
+            Y = replay.forward(X[:, idx])
+            value, dY = cross_entropy(Y, y[idx])
+            correct += int(np.sum(np.argmax(host(Y), axis=0) == y[idx]))
+            replay.backward(dY)
+            optimizer.step(replay)
+            step_losses.append(float(value))
+            step_sizes.append(len(idx))
+        assert step_sizes == [16, 16, 16, 2]
+        loss = float(np.dot(step_losses, step_sizes) / N)
+        # the test is sensitive: the unweighted mean and a per-(batches × batch) accuracy differ
+        assert abs(np.mean(step_losses) - loss) > 1e-4 and correct > 0
+        assert history[epoch]["epoch"] == epoch + 1
+        assert history[epoch]["loss"] == pytest.approx(loss, rel=1e-10, abs=0)
+        assert history[epoch]["accuracy"] == pytest.approx(correct / N, rel=1e-10, abs=0)
+    np.testing.assert_allclose(host(net.params), host(replay.params), rtol=1e-10, atol=1e-12)
+
+
+# -- gap 4: evaluate's loss and fit's test loss against the loss function ---
+@pytest.mark.parametrize("loss", ["ce", "hinge", "mse"])
+def test_evaluate_equals_the_loss_function_on_the_whole_data(loss):
+    sizes, N, margin = [4, 6, 3], 50, 0.7
+    X, y = classification_problem(sizes[0], sizes[-1], N, 8)
+    net = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=2)
+    random_biases(net, np.random.default_rng(9), 0.5)
+
+    def direct(Y, labels):
+        if loss == "ce":
+            return float(cross_entropy(Y, labels)[0])
+        if loss == "hinge":
+            return float(hinge(Y, labels, margin=margin)[0])
+        return float(mse(Y, np.eye(sizes[-1])[:, labels])[0])
+
+    Y = host(net.forward(X))
+    expected = direct(Y, y)
+    accuracy = float(np.mean(np.argmax(Y, axis=0) == y))
+    assert direct(Y[:, -1:], y[-1:]) > 1e-3          # the last batch (1 sample of 7) weighs in
+    for batch_size in (7, 50, 4096):
+        got_loss, got_acc = evaluate(net, X, y, loss=loss, margin=margin, batch_size=batch_size)
+        assert got_loss == pytest.approx(expected, rel=1e-10, abs=0), batch_size
+        assert got_acc == pytest.approx(accuracy, rel=1e-12, abs=0), batch_size
+
+
+@pytest.mark.parametrize("loss", ["ce", "hinge", "mse"])
+def test_fit_test_loss_is_the_loss_on_the_whole_test_set(loss):
+    sizes = [5, 8, 3]
+    Xtr, ytr = classification_problem(sizes[0], sizes[-1], 60, 1)
+    Xte, yte = classification_problem(sizes[0], sizes[-1], 37, 2)
+    net = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=0)
+    history = fit(net, Xtr, ytr, gpumlp.SGD(0.1), loss=loss, epochs=2, batch_size=16,
+                  X_test=Xte, y_test=yte, **QUIET)
+    Y = net.forward(Xte)
+    if loss == "ce":
+        expected = float(cross_entropy(Y, yte)[0])
+    elif loss == "hinge":
+        expected = float(hinge(Y, yte)[0])
+    else:
+        expected = float(mse(Y, np.eye(sizes[-1])[:, yte])[0])
+    assert history[-1]["test_loss"] == pytest.approx(expected, rel=1e-10, abs=0)
+    assert history[-1]["test_accuracy"] == pytest.approx(np.mean(np.argmax(host(Y), axis=0) == yte), abs=1e-15)
+
+
+def test_fit_test_loss_on_the_digits_equals_cross_entropy_on_the_whole_test_set():
+    X, y = data.load_digits()
+    train, test = data.split(y, 0.2, seed=0)
+    scaler = data.Standardizer.fit(X[:, train])
+    Xtr, Xte = scaler(X[:, train]), scaler(X[:, test])
+    net = gpumlp.MLP([64, 16, 10], dtype="float64", device="cpu", seed=0)
+    history = fit(net, Xtr, y[train], gpumlp.SGD(0.1, momentum=0.9), loss="ce", epochs=1,
+                  X_test=Xte, y_test=y[test], **QUIET)
+    assert history[-1]["test_loss"] == pytest.approx(float(cross_entropy(net.forward(Xte), y[test])[0]),
+                                                     rel=1e-10, abs=0)
+
+
+# -- gap 5: the seed drives the shuffling --------------------------------------
+def test_the_shuffling_seed_changes_the_trained_model_and_repeats_exactly():
+    sizes = [5, 8, 3]
+    X, y = classification_problem(sizes[0], sizes[-1], 50, 4)
+
+    def trained(seed):
+        net = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=0)
+        fit(net, X, y, gpumlp.SGD(0.1, momentum=0.9), loss="ce", epochs=2, batch_size=10, seed=seed, **QUIET)
+        return host(net.params)
+
+    a, again, b = trained(0), trained(0), trained(1)
+    np.testing.assert_array_equal(a, again)
+    assert np.max(np.abs(a - b)) > 1e-6
+
+
+# -- gap 6: a loss that becomes +inf stops the run, naming the exact step -----
+def test_a_loss_that_becomes_inf_stops_the_run_at_the_exact_step():
+    N, batch, lr, epochs = 10, 4, 30.0, 20
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((1, N)), rng.integers(0, 2, N)
+
+    # the replay: the same steps by hand, until the loss is no longer finite
+    replay = gpumlp.MLP([1, 2], dtype="float32", device="cpu", seed=0)
+    optimizer, order_rng = gpumlp.SGD(lr), np.random.default_rng(0)
+    starts = list(range(0, N, batch))
+    found = None
+    with np.errstate(over="ignore", invalid="ignore"):
+        for epoch in range(1, epochs + 1):
+            order = order_rng.permutation(N)
+            for i, s in enumerate(starts):
+                idx = order[s:s + batch]
+                value, dY = mse(replay.forward(X[:, idx]), np.eye(2)[:, y[idx]])
+                if not np.isfinite(float(value)):
+                    found = (epoch, i + 1, float(value))
+                    break
+                replay.backward(dY)
+                optimizer.step(replay)
+            if found:
+                break
+    assert found is not None
+    epoch, b, value = found
+    assert value == np.inf                               # +inf, not NaN
+    assert epoch >= 2                                    # so the step count spans epochs
+    step = (epoch - 1) * len(starts) + b
+
+    net = gpumlp.MLP([1, 2], dtype="float32", device="cpu", seed=0)
+    with pytest.raises(TrainingDiverged) as info:
+        fit(net, X, y, gpumlp.SGD(lr), loss="mse", epochs=epochs, batch_size=batch, seed=0, **QUIET)
+    message = str(info.value)
+    assert f"became inf at step {step} (epoch {epoch}, batch {b} of {len(starts)})" in message, message
+    assert re.search(r"try a lower learning rate \(it is 30\.0\)", message)
+
+
+# -- gap 7: large logits -------------------------------------------------------
+LOGITS = np.array([[1000.0, 1e4, -1e4, 0.0],
+                   [999.0, 1e4 - 1, -1e4 + 2, 1000.0],
+                   [990.0, 1e4 - 3, -1e4 - 1, -1000.0]])
+LABELS = np.array([0, 1, 2, 0])
+
+
+def stable_log_softmax(Y):
+    m = Y.max(axis=0, keepdims=True)
+    return Y - (m + np.log(np.exp(Y - m).sum(axis=0, keepdims=True)))
+
+
+def reference_hinge(Y, labels, C):
+    K, N = Y.shape
+    P = np.exp(stable_log_softmax(Y))
+    onehot = np.eye(K)[:, labels]
+    M = P - (P * onehot).sum(axis=0, keepdims=True) + C
+    assert np.min(np.abs(M[onehot == 0])) > 1e-2       # no hinge near its kink
+    active = (M >= 0) * (1 - onehot)
+    G = active - onehot * active.sum(axis=0, keepdims=True)
+    return (M * active).sum() / N, P * (G - (P * G).sum(axis=0, keepdims=True)) / N
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_large_logits_give_finite_losses_equal_to_a_stable_reference(dtype, rtol):
+    Y = LOGITS.astype(dtype)
+    ref = Y.astype(np.float64)
+    K, N = ref.shape
+    logp = stable_log_softmax(ref)
+    P = np.exp(logp)
+    onehot = np.eye(K)[:, LABELS]
+
+    p = softmax(np, Y)
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p, P, rtol=rtol, atol=1e-6 if dtype == "float32" else 1e-15)
+
+    value, dY = cross_entropy(Y, LABELS)
+    assert np.isfinite(float(value)) and np.isfinite(dY).all()
+    assert float(value) == pytest.approx(-logp[LABELS, np.arange(N)].mean(), rel=rtol)
+    np.testing.assert_allclose(dY, (P - onehot) / N, rtol=rtol, atol=1e-6 if dtype == "float32" else 1e-15)
+
+    value, dY = hinge(Y, LABELS, margin=0.5)
+    ref_loss, ref_dY = reference_hinge(ref, LABELS, 0.5)
+    assert np.isfinite(float(value)) and np.isfinite(dY).all()
+    assert float(value) == pytest.approx(ref_loss, rel=rtol)
+    np.testing.assert_allclose(dY, ref_dY, rtol=rtol, atol=1e-6 if dtype == "float32" else 1e-15)
+
+
+# -- gap 8: weight decay stays out of net.grads ---------------------------------
+def test_weight_decay_and_momentum_leave_the_gradients_untouched():
+    sizes = [4, 6, 3]
+    X, y = classification_problem(sizes[0], sizes[-1], 9, 6)
+    net = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=0)
+    random_biases(net, np.random.default_rng(1), 0.5)
+    lr, momentum, wd = 0.1, 0.9, 0.1
+    optimizer = gpumlp.SGD(lr, momentum=momentum, weight_decay=wd)
+    v = np.zeros(net.params.shape[0])
+    for _ in range(2):
+        net.backward(cross_entropy(net.forward(X), y)[1])
+        grads = host(net.grads).copy()
+        dW, db = [host(w).copy() for w in net.dW], [host(c).copy() for c in net.db]
+        params = host(net.params).copy()
+        assert np.abs(grads).max() > 1e-3 and np.abs(params).max() > 1e-3
+        optimizer.step(net)
+        np.testing.assert_array_equal(host(net.grads), grads)
+        for k in range(net.n_layers):
+            np.testing.assert_array_equal(host(net.dW[k]), dW[k])
+            np.testing.assert_array_equal(host(net.db[k]), db[k])
+        v = momentum * v + grads + wd * params
+        np.testing.assert_allclose(host(net.params), params - lr * v, rtol=1e-12, atol=1e-14)
+
+
+# -- gap 9: the workspace cache is least-recently-used -------------------------
+def test_workspace_cache_evicts_the_oldest_batch_size():
+    net = gpumlp.MLP([3, 4, 2], dtype="float64", device="cpu", seed=0)
+    m = gpumlp.MLP.max_workspaces
+    assert m >= 2
+    X = np.ones((3, m + 1))
+    old = {}
+    for n in range(1, m + 1):
+        net.forward(X[:, :n])
+        old[n] = net.S[0]
+    net.forward(X[:, :m + 1])                         # a new size: the oldest (1) goes
+    for n in range(2, m + 1):
+        net.forward(X[:, :n])
+        assert net.S[0] is old[n], n
+    net.forward(X[:, :1])
+    assert net.S[0] is not old[1]
+
+
+def test_workspace_cache_keeps_a_recently_used_batch_size():
+    net = gpumlp.MLP([3, 4, 2], dtype="float64", device="cpu", seed=0)
+    m = gpumlp.MLP.max_workspaces
+    X = np.ones((3, m + 1))
+    old = {}
+    for n in range(1, m + 1):
+        net.forward(X[:, :n])
+        old[n] = net.S[0]
+    net.forward(X[:, :1])                             # 1 used again: 2 is now the oldest
+    assert net.S[0] is old[1]
+    net.forward(X[:, :m + 1])                         # evicts 2, keeps 1
+    for n in [1] + list(range(3, m + 1)):
+        net.forward(X[:, :n])
+        assert net.S[0] is old[n], n
+    net.forward(X[:, :2])
+    assert net.S[0] is not old[2]
+
+
+# -- gap 10: the CLI fits its scaler on the training columns only --------------
+def test_cli_scaler_is_fitted_on_the_training_split_only(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--hidden", "16", "--no-progress",
+                     "--out", str(out)]) == 0
+    capsys.readouterr()
+    _, _, arrays = io.load(out / "model.npz", device="cpu")
+    X, y = data.load_digits()
+    idx, _ = data.encode_labels(y)                    # the CLI splits the class indices
+    train, _ = data.split(idx, 0.2, seed=0)
+    assert len(train) == 1438
+    mean = np.asarray(arrays["x_mean"], np.float64).ravel()
+    np.testing.assert_allclose(mean, X[:, train].mean(axis=1), rtol=1e-12, atol=1e-12)
+    assert np.max(np.abs(mean - X.mean(axis=1))) > 1e-3
+    expected = data.Standardizer.fit(X[:, train])
+    np.testing.assert_allclose(np.asarray(arrays["x_scale"]).ravel(), expected.scale.ravel(), rtol=1e-12)
+
+
+# -- gap 11: device names ignore case and surrounding spaces ---------------------
+def test_device_names_ignore_case_and_spaces(monkeypatch):
+    monkeypatch.delenv("GPUMLP_DEVICE", raising=False)
+    for name in ("CPU", " Cpu ", "cpu\n"):
+        assert gpumlp.get_backend(name).xp is np, name
+    assert gpumlp.MLP([2, 2], device="CPU").backend.xp is np
+    monkeypatch.setenv("GPUMLP_DEVICE", "CPU")
+    assert gpumlp.get_backend(None).xp is np
+    assert gpumlp.MLP([2, 2], device=None).backend.xp is np
+    monkeypatch.setenv("GPUMLP_DEVICE", " Cpu ")
+    assert gpumlp.get_backend(None).xp is np
+
+
+def test_gpu_in_capitals_without_cupy_is_device_unavailable(monkeypatch):
+    monkeypatch.setattr(backend_module, "_auto", None)
+    monkeypatch.setitem(sys.modules, "cupy", None)        # import cupy -> ImportError
+    monkeypatch.setenv("GPUMLP_DEVICE", "GPU")
+    with pytest.raises(gpumlp.DeviceUnavailableError, match="CuPy package is not installed"):
+        gpumlp.get_backend(None)
+    with pytest.raises(gpumlp.DeviceUnavailableError):
+        gpumlp.MLP([2, 2], device=None)
+    with pytest.raises(gpumlp.DeviceUnavailableError):
+        gpumlp.get_backend(" Gpu ")
+
+
+# -- gap 12: a step after a forward without backward is refused ----------------

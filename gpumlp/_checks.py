@@ -1,8 +1,9 @@
-"""Validation of what users pass in, at the host/device boundary.
+"""Validation of what users pass in, at the public API.
 
 Checks that must read values (finiteness, label range) synchronise with the
-device when the data lives there; callers that have already validated their
-data (the training loop) pass ``check=False`` to skip them.
+device when the data lives there, so they run only at the public boundary: the
+training loop, the scoring and the benchmark check their data once and then call
+the private methods, which never check.
 """
 import math
 import operator
@@ -47,7 +48,7 @@ def _readable(backend, a, name):
 REAL = ("real floating", "integral", "bool")
 
 
-def to_device(backend, a, name, dtype, check=True, copy=False):
+def to_device(backend, a, name, dtype, copy=False):
     """``a`` as an array of ``dtype`` on ``backend``'s device, after checking that it holds
     real numbers (not complex, object or strings) that are finite in ``dtype``.
 
@@ -60,17 +61,15 @@ def to_device(backend, a, name, dtype, check=True, copy=False):
                          f"{dtype}; got dtype {a.dtype}, which cannot be cast safely")
     with np.errstate(over="ignore"):        # too large for dtype: caught as inf just below
         out = backend.asarray(a, backend.dtype(dtype) if isinstance(dtype, str) else dtype, copy=copy)
-    if check:
-        xp = backend.xp
-        bad = xp.logical_not(xp.isfinite(out))
-        if bool(xp.any(bad)):
-            raise ValueError(f"{name} contains NaN or inf ({int(xp.sum(xp.astype(bad, backend.dtype('int64'))))} "
-                             f"of {math.prod(out.shape)} values, counting values too large for {dtype}); "
-                             "remove or impute them first")
+    xp = backend.xp
+    n_bad = int(backend.to_numpy(xp.sum(xp.astype(xp.logical_not(xp.isfinite(out)), backend.dtype("int64")))))
+    if n_bad:
+        raise ValueError(f"{name} contains NaN or inf ({n_bad} of {math.prod(out.shape)} values, counting "
+                         f"values too large for {dtype}); remove or impute them first")
     return out
 
 
-def to_labels(backend, labels, n, k, check=True):
+def to_labels(backend, labels, n, k):
     """Integer class labels in [0, k) of shape (n,), as an int64 array on ``backend``."""
     labels, on_host = _readable(backend, labels, "labels")
     if not isdtype(backend, labels.dtype, "integral"):
@@ -79,12 +78,11 @@ def to_labels(backend, labels, n, k, check=True):
     if tuple(labels.shape) != (n,):
         raise ValueError(f"labels must have shape ({n},), one label per column of Y; "
                          f"got shape {tuple(labels.shape)}")
-    if check:
-        xp = np if on_host else backend.xp
-        lo, hi = int(xp.min(labels)), int(xp.max(labels))
-        if lo < 0 or hi >= k:
-            raise ValueError(f"labels must lie in [0, {k}) for {k} classes (the rows of Y); "
-                             f"got values from {lo} to {hi}")
+    xp, read = (np, int) if on_host else (backend.xp, lambda v: int(backend.to_numpy(v)))
+    lo, hi = read(xp.min(labels)), read(xp.max(labels))
+    if lo < 0 or hi >= k:
+        raise ValueError(f"labels must lie in [0, {k}) for {k} classes (the rows of Y); "
+                         f"got values from {lo} to {hi}")
     return backend.asarray(labels, backend.dtype("int64"), copy=False)
 
 

@@ -8,10 +8,13 @@ are methods of the backend.  Data crosses between host and device only in
 :meth:`Backend.asarray` (a batch going in) and :meth:`Backend.to_numpy`
 (numbers coming out).
 """
+import functools
 import os
 import sys
 
 import numpy as np
+
+from . import kernels
 
 __all__ = ["Backend", "CupyBackend", "ArrayAPIBackend", "DeviceUnavailableError",
            "get_backend", "backend_of", "to_numpy"]
@@ -28,6 +31,7 @@ class Backend:
 
     name = "numpy"
     is_gpu = False
+    fused = False           # True where kernel() returns compiled kernels (see gpumlp.kernels)
 
     def __init__(self):
         self.xp = np
@@ -45,6 +49,11 @@ class Backend:
     def arange(self, n):
         return self.xp.arange(n)
 
+    def kernel(self, k):
+        """A callable that runs the fused kernel ``k`` (a :class:`gpumlp.kernels.Kernel`)
+        here: its twin on this array module, or its compiled form where ``fused``."""
+        return functools.partial(k.twin, self.xp)
+
     def dtype(self, name):
         """The backend's dtype object for ``"float32"`` or ``"float64"``."""
         return getattr(self.xp, name)
@@ -58,6 +67,10 @@ class Backend:
         """``a`` as an array of ``dtype`` on this device.  With ``copy=True`` (the default)
         always a new array, never an alias of ``a``; otherwise copied only when needed."""
         return np.array(a, dtype=dtype, copy=True if copy else None)
+
+    def transposed(self, a):
+        """``a.T`` as a new C-contiguous array on this device."""
+        return self.xp.ascontiguousarray(a.T)
 
     def to_numpy(self, a):
         """A NumPy copy of ``a``: it never aliases the model's buffers."""
@@ -73,8 +86,14 @@ class CupyBackend(Backend):
     name = "cupy"
     is_gpu = True
 
-    def __init__(self, cupy):
+    def __init__(self, cupy, fused=None):
         self.xp = cupy
+        self.fused = kernels.fused_enabled() if fused is None else bool(fused)
+
+    def kernel(self, k):
+        if self.fused and k.cuda:
+            return k.launch(self.xp, k)
+        return functools.partial(k.twin, self.xp)
 
     def owns(self, a):
         return isinstance(a, self.xp.ndarray)
@@ -102,10 +121,15 @@ class _OutParam:
             return attr
 
         def call(*args, out=None, **kwargs):
+            # NumPy promotes bool to the other operand's float type; the standard does not.
+            floats = [a.dtype for a in args if hasattr(a, "dtype") and self._ns.isdtype(a.dtype, "real floating")]
+            if floats:
+                args = [self._ns.astype(a, floats[0]) if hasattr(a, "dtype") and a.dtype == self._ns.bool
+                        else a for a in args]
             result = attr(*args, **kwargs)
             if out is None:
                 return result
-            out[...] = result
+            out[...] = result if result.dtype == out.dtype else self._ns.astype(result, out.dtype)
             return out
 
         call.__name__ = name
@@ -147,6 +171,9 @@ class ArrayAPIBackend(Backend):
         if self.owns(a):
             return self.namespace.astype(a, dtype, copy=copy)
         return self.namespace.asarray(np.asarray(a), dtype=dtype, copy=True, **self._on_device())
+
+    def transposed(self, a):
+        return self.namespace.asarray(a.T, copy=True)
 
     def to_numpy(self, a):
         return np.array(np.from_dlpack(a), copy=True)

@@ -8,11 +8,21 @@ training step need not wait for the device (``float(loss)`` does).
 * :func:`hinge`          exercise 3: L = mean_n Σ_{j≠y_n} max(0, p_jn − p_{y_n n} + C),
                          p = softmax(Y) over the K rows
 * :func:`cross_entropy`  L = −mean_n log p_{y_n n}
+
+The mean divides by ``normalizer``, by default the N of Y: a batch split into
+chunks (or over processes) passes the whole batch's N, so the chunks' gradients add
+up to the whole batch's.
+
+:data:`LOSSES` is the one table of losses on class labels that training, the tests
+and the scripts use: ``LOSSES["mse"]`` takes labels and uses their one-hot columns
+as targets.  Its entries run the fused loss kernels of :mod:`gpumlp.kernels`,
+which write ∂L/∂Y straight into the Δ_L buffer during training.
 """
 from ._checks import isdtype, number, shape_of, to_device, to_labels
 from .backend import backend_of
+from .kernels import LOSS_KERNELS, LossScratch
 
-__all__ = ["mse", "hinge", "cross_entropy", "softmax", "one_hot", "LOSSES"]
+__all__ = ["mse", "hinge", "cross_entropy", "softmax", "one_hot", "LOSSES", "get_loss", "Loss"]
 
 
 def _output(Y, min_rows=1):
@@ -29,6 +39,13 @@ def _output(Y, min_rows=1):
     return backend
 
 
+def _inverse(normalizer, N):
+    """1 / the N a mean divides by (the batch's own N by default)."""
+    if normalizer is None:
+        return 1.0 / N
+    return 1.0 / number(normalizer, "normalizer", lambda v: v > 0, "a finite number > 0 (the N to divide by)")
+
+
 def softmax(xp, Y):
     """Column-wise softmax p = exp(Y) / Σ_rows exp(Y), shifted by the column max for stability."""
     E = xp.exp(Y - xp.max(Y, axis=0, keepdims=True))
@@ -40,59 +57,76 @@ def one_hot(backend, labels, k, dtype):
     return backend.xp.astype(backend.arange(k)[:, None] == labels[None, :], dtype)
 
 
-def mse(Y, T, reduction="mean", check=True):
+def mse(Y, T, reduction="mean", normalizer=None):
     """½‖Y − T‖²_F / N and dY = (Y − T) / N; ``reduction="sum"`` drops the /N (exercise 1)."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
+    if reduction == "sum" and normalizer is not None:
+        raise ValueError("normalizer divides a mean: it cannot be combined with reduction='sum'")
     backend = _output(Y)
-    xp = backend.xp
     shape = shape_of(T)
     if shape != tuple(Y.shape):
         raise ValueError(f"targets T must have the shape of Y, {tuple(Y.shape)} (K × N, one column "
                          f"per sample); got {shape}" + (" — use T.reshape(1, -1)" if shape == (Y.shape[1],) else ""))
-    T = to_device(backend, T, "T", Y.dtype, check)
+    T = to_device(backend, T, "T", Y.dtype)
     R = Y - T
-    scale = 1.0 / Y.shape[1] if reduction == "mean" else 1.0
-    return 0.5 * scale * xp.sum(R * R), R * scale
+    scale = _inverse(normalizer, Y.shape[1]) if reduction == "mean" else 1.0
+    return 0.5 * scale * backend.xp.sum(R * R), R * scale
 
 
-def hinge(Y, labels, margin=1.0, check=True):
+class Loss:
+    """A loss on class labels: ``loss(Y, labels, margin=1.0, normalizer=None) -> (loss, dY)``.
+
+    ``kernel`` is its fused kernel (∂L/∂Y, each column's loss and hit in one pass);
+    ``lr`` the default learning rate of ``gpumlp train`` (tuned on the digits).
+    """
+
+    def __init__(self, name, lr, doc):
+        self.name, self.lr, self.kernel, self.__doc__ = name, lr, LOSS_KERNELS[name], doc
+
+    def __call__(self, Y, labels, margin=1.0, normalizer=None):
+        backend = _output(Y, min_rows=1 if self.name == "mse" else 2)
+        K, N = Y.shape
+        labels = to_labels(backend, labels, N, K)
+        C = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+        inv_norm = _inverse(normalizer, N)
+        xp, new = backend.xp, backend.empty
+        if backend.fused:
+            Y = xp.ascontiguousarray(Y)              # the compiled kernels index rows and columns
+        D, loss, hit = new((K, N), Y.dtype), new((N,), Y.dtype), new((N,), backend.dtype("bool"))
+        scratch = None if backend.fused else LossScratch(backend, K, N, Y.dtype)
+        backend.kernel(self.kernel)(Y, labels, D, loss, hit, inv_norm, C, scratch)
+        return xp.sum(loss), D
+
+    def __repr__(self):
+        return f"<gpumlp loss {self.name}>"
+
+
+LOSSES = {
+    "ce": Loss("ce", 0.1, "Softmax cross-entropy −mean_n log p_{y_n}; dY = (p − onehot) / N."),
+    "hinge": Loss("hinge", 0.01, "Exercise 3's multi-class hinge loss on p = softmax(Y), averaged over N."),
+    "mse": Loss("mse", 0.02, "½‖Y − onehot(labels)‖²_F / N; dY = (Y − onehot) / N."),
+}
+
+
+def get_loss(name):
+    """The entry of :data:`LOSSES` called ``name`` (``cross_entropy`` is ``ce``)."""
+    entry = LOSSES.get("ce" if name == "cross_entropy" else name) if isinstance(name, str) else None
+    if entry is None:
+        raise ValueError(f"unknown loss {name!r}; expected one of mse, hinge, ce")
+    return entry
+
+
+def hinge(Y, labels, margin=1.0, normalizer=None):
     """Exercise 3's multi-class hinge loss on p = softmax(Y), averaged over the N columns.
 
     A false class j is penalised unless p_y − p_j > C:  L_n = Σ_{j≠y} max(0, p_j − p_y + C).
     ∂L/∂p_j = a_j (a_j = 1 where that hinge is active), ∂L/∂p_y = −Σ_j a_j, and the
     softmax Jacobian gives ∂L/∂Y_j = p_j (∂L/∂p_j − Σ_k p_k ∂L/∂p_k).
     """
-    C = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
-    backend = _output(Y, min_rows=2)
-    xp = backend.xp
-    K, N = Y.shape
-    labels = to_labels(backend, labels, N, K, check)
-    P = softmax(xp, Y)
-    onehot = one_hot(backend, labels, K, Y.dtype)
-    p_y = xp.sum(P * onehot, axis=0, keepdims=True)
-    M = P - p_y + C                                           # p_j − p_y + C
-    active = xp.astype(M >= 0, Y.dtype) * (1 - onehot)        # j ≠ y, not yet beyond the margin
-    loss = xp.sum(M * active) / N
-    G = active - onehot * xp.sum(active, axis=0, keepdims=True)   # ∂L_n/∂p
-    dY = P * (G - xp.sum(P * G, axis=0, keepdims=True)) / N
-    return loss, dY
+    return LOSSES["hinge"](Y, labels, margin, normalizer)
 
 
-def cross_entropy(Y, labels, check=True):
+def cross_entropy(Y, labels, normalizer=None):
     """Softmax cross-entropy −mean_n log p_{y_n}, via log-sum-exp; dY = (p − onehot) / N."""
-    backend = _output(Y, min_rows=2)
-    xp = backend.xp
-    K, N = Y.shape
-    labels = to_labels(backend, labels, N, K, check)
-    onehot = one_hot(backend, labels, K, Y.dtype)
-    shifted = Y - xp.max(Y, axis=0, keepdims=True)
-    E = xp.exp(shifted)
-    total = xp.sum(E, axis=0, keepdims=True)
-    log_p_y = xp.sum(shifted * onehot, axis=0) - xp.log(total[0, :])
-    loss = -xp.sum(log_p_y) / N
-    dY = (E / total - onehot) / N
-    return loss, dY
-
-
-LOSSES = {"mse": mse, "hinge": hinge, "ce": cross_entropy, "cross_entropy": cross_entropy}
+    return LOSSES["ce"](Y, labels, normalizer=normalizer)

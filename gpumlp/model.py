@@ -18,6 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import kernels
 from ._checks import positive_int, shape_of, to_device
 from .activations import get_activation
 from .backend import get_backend
@@ -25,26 +26,54 @@ from .backend import get_backend
 __all__ = ["MLP", "backprop", "weight_gradients"]
 
 
-def backprop(xp, W, S, Z, f, dY, D):
-    """The Δ recursion, written into the buffers ``D`` (``D[k-1]`` holds Δ_k).
+def backprop(xp, W, S, Z, scale, D, scratch):
+    """The Δ recursion in the buffers ``D`` (``D[k-1]`` holds Δ_k; on entry ``D[L-1]``
+    holds ∂L/∂Y).  ``scale[k-1](S, Z, D, *scratch[k-1])`` multiplies D by f_k'(S).
 
     Uses only the cached S_k and Z_k of the forward pass; never recomputes it.
     """
     L = len(W)
-    D[L - 1][...] = dY                                   # Δ_L = ∂L/∂Y ⊙ f_L'(S_L)
-    f[L - 1].scale(xp, S[L - 1], Z[L], D[L - 1])
-    for k in range(L - 1, 0, -1):                        # k = L-1, ..., 1
-        xp.matmul(W[k].T, D[k], out=D[k - 1])            # Δ_k = (W_{k+1}^T Δ_{k+1})
-        f[k - 1].scale(xp, S[k - 1], Z[k], D[k - 1])     #       ⊙ f_k'(S_k)
+    scale[L - 1](S[L - 1], Z[L], D[L - 1], *scratch[L - 1])    # Δ_L = ∂L/∂Y ⊙ f_L'(S_L)
+    for k in range(L - 1, 0, -1):                              # k = L-1, ..., 1
+        xp.matmul(W[k].T, D[k], out=D[k - 1])                  # Δ_k = (W_{k+1}^T Δ_{k+1})
+        scale[k - 1](S[k - 1], Z[k], D[k - 1], *scratch[k - 1])  #     ⊙ f_k'(S_k)
     return D
 
 
-def weight_gradients(xp, D, Z, dW, db):
-    """dW_k = Δ_k Z_{k-1}^T and db_k = Δ_k 1, written into the buffers dW, db."""
+def weight_gradients(xp, D, Z, dW, db, ones):
+    """dW_k = Δ_k Z_{k-1}^T and db_k = Δ_k 1 (a GEMV with the ones column), into dW, db."""
     for k in range(len(D)):
         xp.matmul(D[k], Z[k].T, out=dW[k])
         if db is not None:
-            xp.sum(D[k], axis=1, keepdims=True, out=db[k])
+            xp.matmul(D[k], ones, out=db[k])
+
+
+class _Workspace:
+    """The buffers of one batch size n: S_k, Z_k and Δ_k, the ones column of db = Δ 1,
+    each column's loss and hit, and the scratch the twins of the fused kernels need
+    (none where the backend runs compiled kernels)."""
+
+    def __init__(self, net, n):
+        backend, dt = net.backend, net.backend.dtype(net.dtype)
+        new = backend.empty
+        self.n = n
+        self.S = [new((d, n), dt) for d in net.sizes[1:]]
+        self.Z = [None] + [S if f.identity else new(S.shape, dt) for f, S in zip(net.f, self.S)]
+        self.D = [new((d, n), dt) for d in net.sizes[1:]]
+        self.ones = backend.zeros((n, 1), dt)
+        self.ones += 1
+        self.loss, self.hit = new((n,), dt), new((n,), backend.dtype("bool"))
+        self.mask = self.tmp = self.loss_scratch = None
+        if not backend.fused:
+            widths = [d for f, d in zip(net.f, net.sizes[1:]) if not f.identity]
+            if any(f.scratch == "bool" for f in net.f):
+                self.mask = new((max(widths), n), backend.dtype("bool"))
+            if any(f.scratch == "float" for f in net.f):
+                self.tmp = new((max(widths), n), dt)
+            self.loss_scratch = kernels.LossScratch(backend, net.sizes[-1], n, dt)
+        # each layer's scratch: row slices of the widest, so they stay contiguous
+        self.scratch = [(None if self.mask is None else self.mask[:d, :], None if self.tmp is None else self.tmp[:d, :])
+                        for d in net.sizes[1:]]
 
 
 class _ParamList(list):
@@ -102,7 +131,12 @@ class MLP:
         self._dW, self._db = self._views(self.grads, shapes)
         self.dW = self.db = None          # filled by backward()
         self.S = self.Z = self.deltas = None
+        self._ws = None                   # the workspace of the last forward pass
+        self._fresh = False               # grads come from a backward() after the last forward()
         self._workspaces = OrderedDict()
+        kernel = self.backend.kernel      # the fused kernels of each layer, bound once
+        self._bias_act = [kernel(kernels.bias_act(f, self.bias)) for f in self.f]
+        self._scale = [kernel(kernels.act_grad(f)) for f in self.f]
 
         rng = np.random.default_rng(seed)
         W0 = [rng.standard_normal((r, c)) * _init_scale(f.name, r, c) for f, (r, c) in zip(self.f, shapes)]
@@ -181,19 +215,19 @@ class MLP:
 
     # -- forward and backward --------------------------------------------------
     def _workspace(self, n):
-        """Buffers for S_k, Z_k and Δ_k at batch size n, reused across batches."""
-        ws = self._workspaces.pop(n, None)
+        """The buffers for batch size n, reused across batches; the least recently used
+        of more than ``max_workspaces`` sizes is dropped."""
+        ws = self._workspaces.get(n)
         if ws is None:
-            dt, new = self.backend.dtype(self.dtype), self.backend.empty
-            ws = {"S": [new((d, n), dt) for d in self.sizes[1:]],
-                  "Z": [None if f.identity else new((d, n), dt) for f, d in zip(self.f, self.sizes[1:])],
-                  "D": [new((d, n), dt) for d in self.sizes[1:]]}
             while len(self._workspaces) >= self.max_workspaces:
                 self._workspaces.popitem(last=False)
-        self._workspaces[n] = ws
+            ws = self._workspaces[n] = _Workspace(self, n)
+        else:
+            self._workspaces.move_to_end(n)
         return ws
 
-    def _input(self, X, check, copy=True):
+    def _input(self, X, copy=True):
+        """X checked (shape, dtype, finite values) and on the device."""
         shape = shape_of(X)
         d0 = self.sizes[0]
         if len(shape) != 2:
@@ -208,56 +242,71 @@ class MLP:
                              f"column); got shape {shape}")
         if shape[1] == 0:
             raise ValueError("X has no samples (0 columns)")
-        return to_device(self.backend, X, "X", self.dtype, check, copy=copy)
+        return to_device(self.backend, X, "X", self.dtype, copy=copy)
 
-    def forward(self, X, check=True):
+    def forward(self, X):
         """Y = Z_L for a batch X (d0 × N, host or device array).
 
-        Caches S_1..S_L and Z_0..Z_L (``Z[0]`` is a copy of X) on the device for
-        :meth:`backward`.  Their arrays are reused by the next forward pass with the
-        same N; the returned Y is a fresh array.  ``check=False`` skips the value
-        checks (finite inputs) that would synchronise with a GPU.
+        Checks X, then caches S_1..S_L and Z_0..Z_L (``Z[0]`` is a copy of X) on the
+        device for :meth:`backward`.  Their arrays are reused by the next forward pass
+        with the same N; the returned Y is a fresh array.
         """
-        xp = self.xp
-        Z = [self._input(X, check)]
-        ws = self._workspace(Z[0].shape[1])
-        b = self._b or [None] * self.n_layers
-        for k in range(self.n_layers):                    # layer k+1
-            S = xp.matmul(self._W[k], Z[k], out=ws["S"][k])   # S_k = W_k Z_{k-1}
-            if b[k] is not None:
-                S += b[k]                                     #       + b_k
-            Z.append(self.f[k].forward(xp, S, ws["Z"][k]))    # Z_k = f_k(S_k)
-        self.S, self.Z, self.deltas, self._ws = list(ws["S"]), Z, None, ws
-        return self.xp.astype(Z[-1], Z[-1].dtype, copy=True)
+        Y = self._forward(self._input(X, copy=True))
+        return self.xp.astype(Y, Y.dtype, copy=True)
 
     __call__ = forward
 
-    def backward(self, dY, check=True):
+    def _forward(self, Z0):
+        """The forward pass on a device batch Z0 (d0 × n, C- or F-contiguous, never checked).
+        Returns Y, the cached Z_L itself."""
+        xp, ws = self.xp, self._workspace(Z0.shape[1])
+        S, Z, b = ws.S, ws.Z, self._b or [None] * self.n_layers
+        Z[0] = Z0
+        for k in range(self.n_layers):                    # layer k+1
+            xp.matmul(self._W[k], Z[k], out=S[k])         # S_k = W_k Z_{k-1}
+            self._bias_act[k](S[k], b[k], Z[k + 1])       # S_k += b_k;  Z_k = f_k(S_k)
+        self._ws, self._fresh = ws, False
+        self.S, self.Z, self.deltas = S, Z, None
+        return Z[-1]
+
+    def backward(self, dY):
         """Run the Δ recursion from dY = ∂L/∂Y on the cached forward pass.
 
         Fills ``deltas`` (Δ_1..Δ_L), ``dW`` and ``db`` (None when bias=False).
         """
-        if self.Z is None:
+        if self._ws is None:
             raise RuntimeError("backward() needs the cache of a forward() pass; call net.forward(X) first")
-        shape = (self.sizes[-1], self.Z[0].shape[1])
+        shape = (self.sizes[-1], self._ws.n)
         got = shape_of(dY)
         if got != shape:
             raise ValueError(f"dY must have the shape of the last forward output Y, {shape}; got {got}")
-        dY = to_device(self.backend, dY, "dY", self.dtype, check)
-        self.deltas = backprop(self.xp, self._W, self.S, self.Z, self.f, dY, list(self._ws["D"]))
-        weight_gradients(self.xp, self.deltas, self.Z, self._dW, self._db)
-        self.dW = _ParamList(self._dW)
-        self.db = None if self._db is None else _ParamList(self._db)
+        self._ws.D[-1][...] = to_device(self.backend, dY, "dY", self.dtype)
+        self._backward()
         return self.deltas
 
+    def _backward(self):
+        """The Δ recursion and the weight gradients, from ∂L/∂Y already in Δ_L's buffer."""
+        ws = self._ws
+        backprop(self.xp, self._W, ws.S, ws.Z, self._scale, ws.D, ws.scratch)
+        weight_gradients(self.xp, ws.D, ws.Z, self._dW, self._db, ws.ones)
+        self.deltas, self._fresh = ws.D, True
+        if self.dW is None:
+            self.dW = _ParamList(self._dW)
+            self.db = None if self._db is None else _ParamList(self._db)
+
     # -- conveniences ------------------------------------------------------------
+    def _batches(self, X, batch_size):
+        """Device views of the columns of a checked device X, batch_size at a time.  X is
+        stored transposed once, so that each batch is an F-contiguous d0 × n view that a
+        GEMM takes as it is (a column slice of X would be copied inside every GEMM)."""
+        XT = self.backend.transposed(X)
+        return [XT[i:i + batch_size, :].T for i in range(0, XT.shape[0], batch_size)]
+
     def predict(self, X, batch_size=4096):
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
         batch_size = positive_int(batch_size, "batch_size")
-        X = self._input(X, True, copy=False)     # each slice is copied by forward()
-        N = X.shape[1]
-        out = [self.xp.argmax(self.forward(X[:, i:min(i + batch_size, N)], check=False), axis=0)
-               for i in range(0, N, batch_size)]
+        X = self._input(X, copy=False)
+        out = [self.xp.argmax(self._forward(Z0), axis=0) for Z0 in self._batches(X, batch_size)]
         return np.concatenate([self.backend.to_numpy(o) for o in out])
 
     def get_params(self):

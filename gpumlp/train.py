@@ -1,66 +1,78 @@
 """The training loop: mini-batch SGD that reads device values only at the end of an epoch.
 
-Data goes to the device once.  Each step runs forward, loss, backward and the
-optimizer on the device and writes its loss into a device vector; the host
-reads that vector at the end of the epoch, to report and to stop a run whose
-loss has turned NaN, naming the first bad step.
+Data is checked once and goes to the device once, stored transposed (one sample
+per row) so that a batch is a contiguous block of rows, fed to the GEMMs as an
+F-contiguous d0 × n view.  Each epoch shuffles it with one gather.  A step is the
+private, unchecked path: forward, the loss kernel (which writes ∂L/∂Y into Δ_L
+and each column's loss and hit into epoch-long device vectors), backward and the
+optimizer's update.  The host reads those vectors once, at the end of the epoch,
+to report and to stop a run whose loss has turned NaN or infinite, naming the
+first bad step.
 """
 import time
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import losses as _losses
-from ._checks import positive_int, to_device, to_labels
-from .backend import backend_of
+from ._checks import number, positive_int, to_labels
+from .losses import get_loss
 
-__all__ = ["fit", "evaluate", "TrainingDiverged", "loss_function"]
+__all__ = ["fit", "evaluate", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def loss_function(name, margin=1.0):
-    """``fn(Y, labels, check) -> (loss, dY)`` for ``name`` in mse, hinge, ce.
+class _Data:
+    """X (d0 × N) and labels, checked and on the model's device, stored as XT (N × d0)."""
 
-    For ``mse`` the targets are the one-hot columns of the labels."""
-    if name == "mse":
-        def fn(Y, labels, check=True):
-            backend = backend_of(Y)
-            labels = to_labels(backend, labels, Y.shape[1], Y.shape[0], check)
-            return _losses.mse(Y, _losses.one_hot(backend, labels, Y.shape[0], Y.dtype), check=False)
-        return fn
-    if name == "hinge":
-        return lambda Y, labels, check=True: _losses.hinge(Y, labels, margin, check=check)
-    if name in ("ce", "cross_entropy"):
-        return lambda Y, labels, check=True: _losses.cross_entropy(Y, labels, check=check)
-    raise ValueError(f"unknown loss {name!r}; expected one of mse, hinge, ce")
+    def __init__(self, net, X, y):
+        X = net._input(X, copy=False)
+        backend, self.N = net.backend, X.shape[1]
+        self.y = to_labels(backend, y, self.N, net.sizes[-1])
+        self.XT = backend.transposed(X)
+        self.loss = backend.empty((self.N,), net.params.dtype)        # each column's loss
+        self.hit = backend.empty((self.N,), backend.dtype("bool"))    # argmax == label
+        self.XTe = self.ye = None                                     # the epoch's shuffled copy
 
-
-def _device_data(net, X, y):
-    """X and y validated once and moved to the model's device."""
-    X = net._input(X, check=True, copy=False)
-    return X, to_labels(net.backend, y, X.shape[1], net.sizes[-1])
+    def shuffle(self, backend, order):
+        """The epoch's order, gathered into XTe and ye (allocated once)."""
+        xp = backend.xp
+        if self.XTe is None:
+            self.XTe, self.ye = backend.empty(self.XT.shape, self.XT.dtype), backend.empty(self.y.shape, self.y.dtype)
+        xp.take(self.XT, order, axis=0, out=self.XTe)
+        xp.take(self.y, order, axis=0, out=self.ye)
 
 
-def _score(net, X, y, fn, batch_size=4096):
-    """``(mean loss, accuracy)`` on device data that has been checked already."""
-    N = X.shape[1]
-    total = correct = 0
-    for i in range(0, N, batch_size):
-        j = min(i + batch_size, N)
-        Y = net.forward(X[:, i:j], check=False)
-        yb = y[i:j]
-        value, _ = fn(Y, yb, check=False)
-        total = total + value * yb.shape[0]
-        correct = correct + _n_correct(net, Y, yb)
-    return float(total) / N, float(correct) / N
+def _step(net, Z0, labels, loss_kernel, margin, optimizer, loss_out, hit_out):
+    """One training step on a device batch, with no checks and no host reads."""
+    Y = net._forward(Z0)
+    ws = net._ws
+    loss_kernel(Y, labels, ws.D[-1], loss_out, hit_out, 1.0 / Z0.shape[1], margin, ws.loss_scratch)
+    net._backward()
+    optimizer._update(net)
+
+
+def _score(net, data, loss_kernel, margin, batch_size=4096):
+    """``(mean loss, accuracy)`` on checked device data: every column's loss is
+    normalised by the whole N, and the host reads the sums once."""
+    xp, N = net.xp, data.N
+    for s in range(0, N, batch_size):
+        e = min(s + batch_size, N)
+        Y = net._forward(data.XT[s:e, :].T)
+        ws = net._ws
+        loss_kernel(Y, data.y[s:e], ws.D[-1], data.loss[s:e], data.hit[s:e], 1.0 / N, margin, ws.loss_scratch)
+    loss = net.backend.to_numpy(xp.sum(data.loss))
+    hits = net.backend.to_numpy(data.hit)
+    return float(loss), float(np.count_nonzero(hits)) / N
 
 
 def evaluate(net, X, y, loss="ce", margin=1.0, batch_size=4096):
     """``(mean loss, accuracy)`` of ``net`` on X (d0 × N) with labels y, as floats."""
-    return _score(net, *_device_data(net, X, y), loss_function(loss, margin), batch_size)
+    entry, batch_size = get_loss(loss), positive_int(batch_size, "batch_size")
+    margin = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+    return _score(net, _Data(net, X, y), net.backend.kernel(entry.kernel), margin, batch_size)
 
 
 def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
@@ -75,54 +87,48 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     if (X_test is None) != (y_test is None):
         raise ValueError("give X_test and y_test together, or neither")
-    fn = loss_function(loss, margin)
-    X, y = _device_data(net, X, y)
-    test = None if X_test is None else _device_data(net, X_test, y_test)
-    N = X.shape[1]
-    starts = list(range(0, N, batch_size))
-    sizes = np.array([min(batch_size, N - s) for s in starts], dtype=np.float64)
+    entry = get_loss(loss)
+    margin = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+    train = _Data(net, X, y)
+    test = None if X_test is None else _Data(net, X_test, y_test)
+    kernel = net.backend.kernel(entry.kernel)
     rng = np.random.default_rng(seed)
     history = []
     # NumPy would warn about overflow step by step before the loss turns NaN;
     # the check at the end of each epoch stops the run with one clear message instead.
-    with np.errstate(over="ignore", invalid="ignore"), \
-            tqdm(total=epochs * len(starts), unit="batch", disable=not progress, leave=False) as bar:
+    n_steps = -(-train.N // batch_size)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            tqdm(total=epochs * n_steps, unit="batch", disable=not progress, leave=False) as bar:
         for epoch in range(1, epochs + 1):
-            history.append(_epoch(net, X, y, fn, optimizer, rng, starts, sizes, epoch, bar, test))
+            history.append(_epoch(net, train, kernel, margin, optimizer, rng, batch_size, epoch, bar, test))
             log(_describe(history[-1], epochs))
     return history
 
 
-def _epoch(net, X, y, fn, optimizer, rng, starts, sizes, epoch, bar, test):
+def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test):
     """One pass over the shuffled data; the host reads the step losses once, at the end."""
-    backend, xp, N = net.backend, net.xp, X.shape[1]
+    backend, N = net.backend, data.N
     t0 = time.perf_counter()
-    order = to_device(backend, rng.permutation(N), "order", backend.dtype("int64"), check=False)
-    Xe, ye = xp.take(X, order, axis=1), xp.take(y, order, axis=0)
-    step_loss = backend.zeros((len(starts),), net.params.dtype)
-    step_correct = backend.zeros((len(starts),), backend.dtype("int64"))
-    for i, s in enumerate(starts):
-        e = s + int(sizes[i])
-        Y = net.forward(Xe[:, s:e], check=False)
-        yb = ye[s:e]
-        value, dY = fn(Y, yb, check=False)
-        net.backward(dY, check=False)
-        optimizer.step(net)
-        step_loss[i] = value
-        step_correct[i] = _n_correct(net, Y, yb)
+    data.shuffle(backend, backend.asarray(rng.permutation(N), backend.dtype("int64")))
+    starts = range(0, N, batch_size)
+    for s in starts:
+        e = min(s + batch_size, N)
+        _step(net, data.XTe[s:e, :].T, data.ye[s:e], kernel, margin, optimizer, data.loss[s:e], data.hit[s:e])
         bar.update(1)
-    losses = backend.to_numpy(step_loss)                   # the host reads only from here on
-    bad = np.flatnonzero(~np.isfinite(losses))
+    columns = backend.to_numpy(data.loss)                  # the host reads only from here on
+    steps = np.add.reduceat(columns, np.asarray(starts))   # each step's mean loss over its batch
+    bad = np.flatnonzero(~np.isfinite(steps))
     if bad.size:
         step = (epoch - 1) * len(starts) + bad[0] + 1
         raise TrainingDiverged(
-            f"the training loss became {losses[bad[0]]} at step {step} (epoch {epoch}, "
+            f"the training loss became {steps[bad[0]]} at step {step} (epoch {epoch}, "
             f"batch {bad[0] + 1} of {len(starts)}); try a lower learning rate "
             f"(it is {getattr(optimizer, 'lr', '?')})")
-    record = {"epoch": epoch, "loss": float(losses @ sizes / N),
-              "accuracy": float(backend.to_numpy(step_correct).sum() / N)}
+    sizes = np.minimum(batch_size, N - np.asarray(starts)).astype(np.float64)
+    record = {"epoch": epoch, "loss": float(steps.astype(np.float64) @ sizes / N),
+              "accuracy": float(np.count_nonzero(backend.to_numpy(data.hit))) / N}
     if test is not None:
-        record["test_loss"], record["test_accuracy"] = _score(net, *test, fn)
+        record["test_loss"], record["test_accuracy"] = _score(net, test, kernel, margin)
     record["seconds"] = time.perf_counter() - t0
     return record
 
@@ -132,9 +138,3 @@ def _describe(record, epochs):
     if "test_accuracy" in record:
         line += f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}"
     return line
-
-
-def _n_correct(net, Y, labels):
-    """How many columns of Y have their largest entry at the label (an int64 device scalar)."""
-    xp = net.xp
-    return xp.sum(xp.astype(xp.argmax(Y, axis=0) == labels, net.backend.dtype("int64")))

@@ -93,11 +93,10 @@ def test_unknown_activation_loss_dtype_device_sizes():
         gpumlp.MLP([2, 2], activation="relu6")
     with pytest.raises(ValueError, match="unknown activation 'softplus'"):
         gpumlp.MLP([2, 2], output="softplus")
-    from gpumlp.train import loss_function
     with pytest.raises(ValueError, match="unknown loss 'nll'; expected one of mse, hinge, ce"):
-        loss_function("nll")
+        losses.get_loss("nll")
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
-        loss_function("mse")(np.zeros((2, 3)), np.array([0, 1, 2]))     # one-hot targets from labels
+        losses.get_loss("mse")(np.zeros((2, 3)), np.array([0, 1, 2]))     # one-hot targets from labels
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'; got 'float16'"):
         gpumlp.MLP([2, 2], dtype="float16")
     with pytest.raises(ValueError, match="dtype must be"):

@@ -424,3 +424,19 @@ def test_gpu_in_capitals_without_cupy_is_device_unavailable(monkeypatch):
 
 
 # -- gap 12: a step after a forward without backward is refused ----------------
+def test_step_refuses_gradients_from_before_the_last_forward():
+    """New behaviour: fails on code that silently applies the previous step's gradients."""
+    sizes = [4, 6, 3]
+    X, y = classification_problem(sizes[0], sizes[-1], 8, 2)
+    net = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=0)
+    optimizer = gpumlp.SGD(0.1)
+    net.backward(cross_entropy(net.forward(X), y)[1])
+    optimizer.step(net)
+    net.forward(X)
+    before = host(net.params).copy()
+    with pytest.raises(RuntimeError, match="backward"):
+        optimizer.step(net)
+    np.testing.assert_array_equal(host(net.params), before)
+    net.backward(cross_entropy(net.forward(X), y)[1])       # a fresh backward: steps again
+    optimizer.step(net)
+    assert np.max(np.abs(host(net.params) - before)) > 1e-6

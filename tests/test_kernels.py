@@ -1,0 +1,213 @@
+"""The lean step: how many kernels a training step launches, that it allocates nothing,
+that every fused kernel's NumPy twin computes the homework's formulas, and that the
+CUDA source of the compiled forms builds."""
+import os
+import shutil
+import subprocess
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import gpumlp
+from gpumlp import kernels
+from gpumlp.activations import ACTIVATIONS
+from gpumlp.losses import LOSSES, softmax
+from gpumlp.train import _Data, _step
+
+from conftest import random_problem
+from counting import TALLY, CountingBackend
+
+WIDE = [784, 1024, 1024, 10]
+
+
+def steady_step(backend, sizes, n, loss="ce", opt=None, dtype="float32"):
+    """A model, its data on ``backend`` and a step function, warmed up (buffers exist)."""
+    net = gpumlp.MLP(sizes, dtype=dtype, device=backend, seed=0)
+    X, y = random_problem(sizes, n, 0, "ce")
+    data = _Data(net, X, y)
+    opt = opt or gpumlp.SGD(0.01, momentum=0.9)
+    k = net.backend.kernel(LOSSES[loss].kernel)
+    Z0 = data.XT.T
+
+    def step():
+        _step(net, Z0, data.y, k, 1.0, opt, data.loss, data.hit)
+    for _ in range(2):
+        step()
+    return net, step
+
+
+def counted(step):
+    TALLY.clear()
+    step()
+    return list(TALLY.gemm), list(TALLY.other), list(TALLY.allocs)
+
+
+def test_a_wide_step_launches_7_fused_kernels_and_11_gemms():
+    """784-1024-1024-10, softmax cross-entropy, SGD with momentum: the issue's budget is 12."""
+    _, step = steady_step(CountingBackend(fused=True), WIDE, 64)
+    gemm, other, allocs = counted(step)
+    assert other == ["bias+relu", "bias+relu", "bias", "ce", "relu'", "relu'", "sgd"]
+    assert len(other) <= 12
+    # 3 forward, 2 for W^T Δ, 3 for dW and 3 GEMVs for db = Δ 1
+    assert gemm == ["matmul"] * 11
+    assert allocs == []
+
+
+def test_weight_decay_and_other_losses_keep_the_count():
+    opt = gpumlp.SGD(0.01, momentum=0.9, weight_decay=1e-3)
+    for loss in ("hinge", "mse"):
+        _, step = steady_step(CountingBackend(fused=True), [20, 16, 12, 5], 8, loss, opt)
+        gemm, other, allocs = counted(step)
+        assert other == ["bias+relu", "bias+relu", "bias", loss, "relu'", "relu'", "sgd"] and allocs == []
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_every_activation_allocates_nothing_with_the_twins(activation):
+    """With the switch off, CuPy would run the twins call by call: more kernels, still no buffers."""
+    net = gpumlp.MLP([6, 9, 7, 4], activation=activation, output=activation, device=CountingBackend(fused=False))
+    X, y = random_problem([6, 9, 7, 4], 10, 0, "ce")
+    data = _Data(net, X, y)
+    for loss in ("ce", "hinge", "mse"):
+        k = net.backend.kernel(LOSSES[loss].kernel)
+        opt = gpumlp.SGD(0.01, momentum=0.9, weight_decay=0.1)
+
+        def step():
+            _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+        step()
+        gemm, other, allocs = counted(step)
+        assert allocs == [], (loss, allocs)
+        assert len(gemm) == 11 and len(other) > 7
+
+
+def test_with_the_switch_off_a_gpu_step_runs_28_twin_kernels():
+    """CuPy without the compiled kernels runs the twins call by call: 28 kernels, no buffers
+    (the landed core launched about 46 and allocated 36 buffers)."""
+    _, step = steady_step(CountingBackend(fused=False), WIDE, 64)
+    gemm, other, allocs = counted(step)
+    assert allocs == [] and len(gemm) == 11
+    assert other == ["add", "maximum", "add", "maximum", "add",                       # forward
+                     "equal", "max", "subtract", "multiply", "sum", "exp", "sum", "divide", "log",
+                     "subtract", "multiply", "subtract", "multiply", "argmax", "equal",  # loss
+                     "greater", "multiply", "greater", "multiply",                     # f'
+                     "multiply", "add", "multiply", "subtract"], other                 # sgd
+
+
+def test_a_steady_numpy_step_allocates_no_array_memory():
+    """tracemalloc sees NumPy's buffers.  A step's peak stays below 64 KiB: NumPy's own
+    casting buffer (8192 elements, for D ⊙ mask) and a few Python objects, far below one
+    S, Z or Δ buffer (1024 × 64 float32 = 256 KiB) or the parameters (7 MiB)."""
+    _, step = steady_step("cpu", WIDE, 64, opt=gpumlp.SGD(0.01, momentum=0.9, weight_decay=1e-3))
+    tracemalloc.start()
+    try:
+        step()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        step()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, f"a step allocated {peak} bytes at its peak"
+
+
+# -- the twins against the homework's formulas, in float64 ----------------------------------
+def reference_loss(name, Y, labels, margin, inv_norm):
+    """(per-column loss, ∂L/∂Y, hit) from the formulas, written plainly."""
+    K, N = Y.shape
+    onehot = np.eye(K)[:, labels]
+    P = softmax(np, Y)
+    if name == "ce":
+        shifted = Y - Y.max(axis=0)
+        col = np.log(np.exp(shifted).sum(axis=0)) - shifted[labels, np.arange(N)]
+        dY = P - onehot
+    elif name == "mse":
+        col = 0.5 * ((Y - onehot) ** 2).sum(axis=0)
+        dY = Y - onehot
+    else:
+        M = P - P[labels, np.arange(N)] + margin
+        active = (M >= 0) & (onehot == 0)
+        col = (M * active).sum(axis=0)
+        G = active - onehot * active.sum(axis=0)
+        dY = P * (G - (P * G).sum(axis=0))
+    return col * inv_norm, dY * inv_norm, Y.argmax(axis=0) == labels
+
+
+@pytest.mark.parametrize("name", ["ce", "hinge", "mse"])
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_loss_twins_match_the_formulas(name, scale):
+    rng = np.random.default_rng(3)
+    K, N = 5, 11
+    Y, labels = rng.standard_normal((K, N)) * scale, rng.integers(0, K, N)
+    be = gpumlp.get_backend("cpu")
+    D, loss, hit = np.empty((K, N)), np.empty(N), np.empty(N, bool)
+    s = kernels.LossScratch(be, K, N, np.float64)
+    be.kernel(LOSSES[name].kernel)(Y, labels, D, loss, hit, 1 / 7, 0.3, s)
+    col, dY, hits = reference_loss(name, Y, labels, 0.3, 1 / 7)
+    np.testing.assert_allclose(loss, col, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(D, dY, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(hit, hits)
+    assert np.isfinite(loss).all() and np.isfinite(D).all()
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_layer_twins_match_the_formulas(activation):
+    f = ACTIVATIONS[activation]
+    rng = np.random.default_rng(4)
+    S0, b, D0 = rng.standard_normal((6, 9)), rng.standard_normal((6, 1)), rng.standard_normal((6, 9))
+    S, Z = S0.copy(), np.empty((6, 9))
+    be = gpumlp.get_backend("cpu")
+    be.kernel(kernels.bias_act(f, True))(S, b, Z)
+    s = S0 + b
+    expected = {"relu": np.maximum(s, 0), "leaky_relu": np.where(s > 0, s, 0.01 * s), "tanh": np.tanh(s),
+                "sigmoid": 1 / (1 + np.exp(-s)), "linear": s}[activation]
+    np.testing.assert_array_equal(S, s)
+    np.testing.assert_allclose(S if f.identity else Z, expected, rtol=1e-14, atol=1e-15)
+    Z = S if f.identity else Z
+    D = D0.copy()
+    be.kernel(kernels.act_grad(f))(S, Z, D, np.empty(D.shape, bool), np.empty(D.shape))
+    fprime = {"relu": s > 0, "leaky_relu": np.where(s > 0, 1, 0.01), "tanh": 1 - np.tanh(s) ** 2,
+              "sigmoid": expected * (1 - expected), "linear": np.ones_like(s)}[activation]
+    np.testing.assert_allclose(D, D0 * fprime, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.5, 0.01)])
+def test_the_sgd_twin_matches_the_rule_across_chunk_boundaries(momentum, weight_decay, monkeypatch):
+    monkeypatch.setattr(gpumlp.SGD, "chunk", 7)              # 3 whole chunks and a ragged one
+    net = gpumlp.MLP([4, 5], dtype="float64", device="cpu", seed=0)     # 25 parameters
+    X, y = random_problem([4, 5], 6, 0, "ce")
+    opt = gpumlp.SGD(0.1, momentum, weight_decay)
+    p, v = net.params.copy(), np.zeros(25)
+    for _ in range(3):
+        net.backward(gpumlp.losses.cross_entropy(net.forward(X), y)[1])
+        g = net.grads.copy()
+        opt.step(net)
+        d = g + weight_decay * p
+        v = momentum * v + d if momentum else d
+        p = p - 0.1 * v
+        np.testing.assert_allclose(net.params, p, rtol=1e-15, atol=1e-16)
+        np.testing.assert_array_equal(net.grads, g)          # the gradient is left as it was
+
+
+def test_fused_and_twin_steps_agree_bit_for_bit_on_the_cpu():
+    """The counting backend's fused mode runs the same twins: same numbers, fewer kernels."""
+    nets = []
+    for fused in (True, False):
+        net, step = steady_step(CountingBackend(fused=fused), [8, 16, 12, 4], 10, "hinge")
+        step()
+        nets.append(net)
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+
+
+# -- the CUDA source ---------------------------------------------------------------------
+def test_the_cuda_source_compiles_for_sm_90(tmp_path):
+    """Every instance the library can launch, built by nvcc for Hopper without a GPU."""
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+    if nvcc is None:
+        pytest.skip("nvcc is not installed: the CUDA source was not compiled")
+    refs = ",\n".join(f"    (const void*)&{name}" for name in kernels.instantiations())
+    source = tmp_path / "gpumlp_kernels.cu"
+    source.write_text(kernels.CUDA_SOURCE + f"\nconst void* gpumlp_all_kernels[] = {{\n{refs}\n}};\n")
+    run = subprocess.run([nvcc, "-arch=sm_90", "--std=c++14", "--fmad=false", "-c", str(source),
+                          "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert len(kernels.instantiations()) == 2 * (9 + 4 + 3 + 2)

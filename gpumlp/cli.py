@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from . import data, io
+from . import data, io, threads
 from .backend import DeviceUnavailableError
 from .example import exercise2, walkthrough
 from .losses import LOSSES
@@ -25,6 +25,16 @@ def _hidden(text):
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"--hidden takes positive layer widths such as 128 or 128,64; got {text!r}")
     return widths
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
 
 
 def _load(path):
@@ -64,12 +74,14 @@ def cmd_train(a):
     scaler = data.Standardizer.fit(Xtr)
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
+    n_threads = a.threads or threads.auto_threads(net.sizes, a.batch_size)
     print(f"gpumlp: {net} on {source}: {Xtr.shape[1]} training, {Xte.shape[1]} test samples, "
-          f"loss {a.loss}, batch {a.batch_size}, lr {a.lr}", flush=True)
+          f"loss {a.loss}, batch {a.batch_size}, lr {a.lr}, {n_threads} BLAS thread(s)", flush=True)
     t0 = time.perf_counter()
-    history = fit(net, scaler(Xtr), ytr, SGD(a.lr, a.momentum, a.weight_decay), loss=a.loss,
-                  margin=a.margin, epochs=a.epochs, batch_size=a.batch_size,
-                  X_test=scaler(Xte), y_test=yte, seed=a.seed, progress=not a.no_progress)
+    with threads.limit(n_threads):
+        history = fit(net, scaler(Xtr), ytr, SGD(a.lr, a.momentum, a.weight_decay), loss=a.loss,
+                      margin=a.margin, epochs=a.epochs, batch_size=a.batch_size,
+                      X_test=scaler(Xte), y_test=yte, seed=a.seed, progress=not a.no_progress)
     seconds = time.perf_counter() - t0
     final = history[-1]
     print(f"test accuracy {final['test_accuracy']:.4f}  test loss {final['test_loss']:.4f}  "
@@ -80,7 +92,8 @@ def cmd_train(a):
         io.save(os.path.join(a.out, "model.npz"), net, meta, x_mean=scaler.mean,
                 x_scale=scaler.scale, classes=classes)
         metrics = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-                   "train_seconds": seconds, "device": net.backend.name, "history": history,
+                   "train_seconds": seconds, "device": net.backend.name, "blas_threads": n_threads,
+                   "history": history,
                    "args": {k: v for k, v in vars(a).items() if k != "func"}, **meta}
         with open(os.path.join(a.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
@@ -136,6 +149,8 @@ def parser():
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--threads", type=_positive, default=None,
+                   help="BLAS threads on the CPU (default: chosen from the layer sizes and batch size)")
     t.add_argument("--out", metavar="DIR", help="write DIR/model.npz and DIR/metrics.json")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)

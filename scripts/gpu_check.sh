@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: run it on a CUDA machine from the source tree, e.g. through
-# the device tool:  bash scripts/gpu_check.sh  (results land in $OUT, or ./gpu-check).
+# The one prepared GPU check, under 5 minutes in all (its timeouts add up to 300 s).
+# Run it on a CUDA machine from the source tree, e.g. through the device tool:
+#   bash scripts/gpu_check.sh            (results land in $OUT, or ./gpu-check)
 # A GPU machine that reaches no package registry may lack gpumlp's pure-Python
-# dependencies (tqdm): prepare them here with
-#   pip install --no-deps --target .gpu-deps tqdm array-api-strict
+# dependencies: prepare them here with
+#   pip install --no-deps --target .gpu-deps tqdm threadpoolctl array-api-strict
 # and carry .gpu-deps along; this script puts it on PYTHONPATH when present.
-# It runs the GPU oracle tests, the full suite, the digits training on the GPU, and the
-# benchmark sweep, and records the card, versions and date beside the figures.
+# Steps: the gpu tests (CuPy float32 against the NumPy float64 oracle, the compiled
+# kernels against their twins, no memory taken in a steady step), the CPU suite, the
+# digits on the GPU, the benchmark with the twins (the default) and with the compiled
+# kernels (GPUMLP_FUSED=1), and TF32's speed and error.  Card, versions and date first.
 set -uo pipefail
 out="${OUT:-gpu-check}"
 mkdir -p "$out"
@@ -18,7 +21,13 @@ export PYTHONPATH="$PWD$deps${PYTHONPATH:+:$PYTHONPATH}" CUPY_TF32=0
   python -c "import numpy, cupy; print('numpy', numpy.__version__, 'cupy', cupy.__version__)" 2>&1
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1
 } | tee "$out/env.txt"
-timeout 240 python -m pytest -m gpu -v -rs tests/test_gpu.py 2>&1 | tee "$out/pytest-gpu.txt"
-timeout 240 python -m pytest -q -rs -p no:cacheprovider 2>&1 | tail -5 | tee "$out/pytest-all.txt"
-timeout 120 python -m gpumlp train --device gpu --no-progress --out "$out/digits" 2>&1 | tail -3 | tee "$out/train-gpu.txt"
-timeout 240 python scripts/bench.py --device gpu --repeats 20 --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.txt"
+timeout 70 python -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -25 | tee "$out/pytest-gpu.txt"
+timeout 40 python -m pytest -q -rs -p no:cacheprovider -m "not gpu" 2>&1 | tail -4 | tee "$out/pytest-cpu.txt"
+timeout 30 python -m gpumlp train --device gpu --no-progress --out "$out/digits" 2>&1 | tail -2 | tee "$out/train-gpu.txt"
+nets='784,1024,1024,10;64,256,10'
+timeout 70 python scripts/bench.py --device gpu --nets "$nets" --batch-sizes 64,256,1024,16384 \
+  --json "$out/bench-gpu-twins.json" 2>&1 | tee "$out/bench-gpu-twins.txt"
+GPUMLP_FUSED=1 timeout 60 python scripts/bench.py --device gpu --nets "$nets" --batch-sizes 64,256,1024,16384 \
+  --json "$out/bench-gpu-fused.json" 2>&1 | tee "$out/bench-gpu-fused.txt"
+GPUMLP_FUSED=1 timeout 30 python scripts/bench.py --device gpu --tf32 --nets "784,1024,1024,10" \
+  --batch-sizes 1024,16384 --rounds 10 2>&1 | tee "$out/bench-gpu-tf32.txt"

@@ -2,6 +2,8 @@
 
 Run on a CUDA machine with:  pytest -m gpu -v
 Every test here is skipped, with the reason, where CuPy or a device is missing.
+Each step test runs twice: with the twins (CuPy's own kernels, the default) and
+with the compiled kernels of gpumlp/kernels.py (GPUMLP_FUSED=1).
 """
 import os
 
@@ -12,7 +14,9 @@ import pytest
 
 import gpumlp
 from gpumlp.activations import ACTIVATIONS
+from gpumlp import kernels
 from gpumlp.backend import CupyBackend, _probe_cupy
+from gpumlp.losses import LOSSES as TABLE
 
 from conftest import host, random_problem, rel_err
 
@@ -22,6 +26,11 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(gpu_backend is None, reason=f"
 LOSSES = {"mse": lambda Y, t: gpumlp.losses.mse(Y, t),
           "hinge": lambda Y, t: gpumlp.losses.hinge(Y, t, margin=0.5),
           "ce": lambda Y, t: gpumlp.losses.cross_entropy(Y, t)}
+
+
+def backends():
+    import cupy
+    return {"twins": CupyBackend(cupy, fused=False), "fused": CupyBackend(cupy, fused=True)}
 
 
 def one_step(device, dtype, sizes, activation, loss, X, t, W, b):
@@ -37,14 +46,15 @@ def one_step(device, dtype, sizes, activation, loss, X, t, W, b):
     return net, cache
 
 
+@pytest.mark.parametrize("mode", ["twins", "fused"])
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_cupy_float32_step_matches_numpy_float64(activation, loss):
+def test_cupy_float32_step_matches_numpy_float64(activation, loss, mode):
     sizes = [32, 64, 48, 10]
     X, t = random_problem(sizes, 256, 0, loss)
     ref = gpumlp.MLP(sizes, activation=activation, dtype="float64", device="cpu", seed=0)
     W, b = ref.get_params()
-    gpu_net, gpu = one_step("gpu", "float32", sizes, activation, loss, X, t, W, b)
+    gpu_net, gpu = one_step(backends()[mode], "float32", sizes, activation, loss, X, t, W, b)
     _, cpu = one_step("cpu", "float64", sizes, activation, loss, X, t, W, b)
     assert isinstance(gpu_net.backend, CupyBackend)
     assert type(gpu_net.params).__module__.startswith("cupy")
@@ -77,3 +87,63 @@ def test_a_training_run_on_the_gpu_learns_the_digits():
     h = fit(net, s(X[:, train]), y[train], gpumlp.SGD(0.1, 0.9, 1e-3), epochs=30,
             X_test=s(X[:, test]), y_test=y[test], progress=False, log=lambda line: None)
     assert h[-1]["test_accuracy"] >= 0.97
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_compiled_kernel_matches_its_twin_on_the_gpu(dtype):
+    """Same inputs through the compiled kernel and through its twin on CuPy."""
+    import cupy
+    be = backends()
+    rng = np.random.default_rng(0)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+
+    def dev(a):
+        return cupy.asarray(np.asarray(a, dtype))
+    for f in ACTIVATIONS.values():
+        S0, b, D0 = (rng.standard_normal(shape) for shape in ((37, 53), (37, 1), (37, 53)))
+        out = {}
+        for mode in be:
+            S, Z, D = dev(S0), cupy.empty((37, 53), dtype), dev(D0)
+            be[mode].kernel(kernels.bias_act(f, True))(S, dev(b), Z)
+            Z = S if f.identity else Z
+            be[mode].kernel(kernels.act_grad(f))(S, Z, D, cupy.empty((37, 53), bool), cupy.empty((37, 53), dtype))
+            out[mode] = [cupy.asnumpy(a) for a in (S, Z, D)]
+        for a, c in zip(out["fused"], out["twins"]):
+            assert rel_err(a, c) < tol, f.name
+    for name, entry in TABLE.items():
+        Y, labels = rng.standard_normal((10, 301)) * 4, rng.integers(0, 10, 301)
+        out = {}
+        for mode in be:
+            D, loss, hit = cupy.empty((10, 301), dtype), cupy.empty(301, dtype), cupy.empty(301, bool)
+            s = kernels.LossScratch(be["twins"], 10, 301, np.dtype(dtype))
+            be[mode].kernel(entry.kernel)(dev(Y), cupy.asarray(labels), D, loss, hit, 1 / 301, 0.5, s)
+            out[mode] = [cupy.asnumpy(a) for a in (D, loss, hit)]
+        assert rel_err(out["fused"][0], out["twins"][0]) < tol and rel_err(out["fused"][1], out["twins"][1]) < tol
+        np.testing.assert_array_equal(out["fused"][2], out["twins"][2])
+    for momentum, wd in ((0.0, 0.0), (0.9, 1e-3)):
+        p0, g = rng.standard_normal(1000), rng.standard_normal(1000)
+        out = {}
+        for mode in be:
+            p, v = dev(p0), (cupy.zeros(1000, dtype) if momentum else None)
+            for _ in range(3):
+                be[mode].kernel(kernels.SGD_KERNEL)(p, dev(g), v, 0.1, momentum, wd, cupy.empty(1000, dtype))
+            out[mode] = cupy.asnumpy(p)
+        assert rel_err(out["fused"], out["twins"]) < tol
+
+
+@pytest.mark.parametrize("mode", ["twins", "fused"])
+def test_a_steady_gpu_step_takes_no_memory_from_the_pool(mode):
+    import cupy
+    from gpumlp.train import _Data, _step
+    net = gpumlp.MLP([784, 1024, 1024, 10], device=backends()[mode], seed=0)
+    X, y = random_problem([784, 1024, 1024, 10], 256, 0, "ce")
+    data, opt = _Data(net, X, y), gpumlp.SGD(0.01, 0.9, 1e-3)
+    k = net.backend.kernel(TABLE["ce"].kernel)
+    for _ in range(2):
+        _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+    cupy.cuda.get_current_stream().synchronize()
+    pool = cupy.get_default_memory_pool()
+    before = pool.used_bytes(), pool.total_bytes()
+    _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+    cupy.cuda.get_current_stream().synchronize()
+    assert (pool.used_bytes(), pool.total_bytes()) == before

@@ -149,3 +149,21 @@ def test_the_readme_train_command_reaches_097_on_digits(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.97
     assert "epoch  30/30" in run.stdout and "test accuracy" in run.stdout
+
+
+def test_train_picks_its_blas_threads_and_records_them(tmp_path):
+    from threadpoolctl import threadpool_info
+    from gpumlp import threads
+    assert threads.auto_threads([64, 256, 10], 32, cpus=16) == 1                   # the digits: 3 MFLOP a step
+    assert threads.step_flops([784, 1024, 1024, 10], 64) == 6 * 64 * (784 * 1024 + 1024 * 1024 + 1024 * 10)
+    assert threads.auto_threads([784, 1024, 1024, 10], 64, cpus=2) == 2            # 715 MFLOP a step
+    assert threads.auto_threads([784, 1024, 1024, 10], 4096, cpus=16) == 16
+    assert threads.auto_threads([784, 1024, 1024, 10], 4096, cpus=1) == 1
+    before = [i["num_threads"] for i in threadpool_info()]
+    for extra, expected in (([], 1), (["--threads", "2"], 2)):
+        out = tmp_path / str(expected)
+        assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out), *extra]) == 0
+        assert json.loads((out / "metrics.json").read_text())["blas_threads"] == expected
+    assert [i["num_threads"] for i in threadpool_info()] == before                  # restored after the run
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--threads", "0"])

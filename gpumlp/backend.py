@@ -4,13 +4,20 @@ A :class:`Backend` is chosen once, when a model is built.  Everything the model
 computes goes through ``backend.xp`` (``numpy``, ``cupy`` or an array-API
 namespace); the few operations whose spelling differs between those modules
 (creating arrays on the right device, moving data across the host boundary)
-are methods of the backend.  Data crosses between host and device only in
-:meth:`Backend.asarray` (a batch going in) and :meth:`Backend.to_numpy`
-(numbers coming out).
+are methods of the backend, and so is the choice of how a fused kernel runs
+(:meth:`Backend.kernel`: its NumPy twin on this array module, or its compiled
+CUDA form on CuPy when ``GPUMLP_FUSED=1``).
+
+Data crosses between host and device only in :meth:`Backend.asarray` (data going
+in) and :meth:`Backend.to_numpy` (numbers coming out).  Those are called by the
+checks at the public API, by the per-epoch order and report of the training loop,
+and by the scores; the private step path (forward, loss, backward, update) never
+calls them.
 """
 import functools
 import os
 import sys
+import types
 
 import numpy as np
 
@@ -26,15 +33,26 @@ class DeviceUnavailableError(RuntimeError):
     """``device="gpu"`` was asked for, but CuPy, the CUDA driver or a GPU is missing."""
 
 
+# What the kernel twins call on the host: NumPy's functions, with the reductions taken
+# straight from the ufuncs (np.sum and np.max cost a Python wrapper each, a few
+# percent of a narrow step).  Same results: np.sum is np.add.reduce.
+_HOST_TWINS = types.SimpleNamespace(
+    **{name: getattr(np, name) for name in ("add", "subtract", "multiply", "divide", "maximum", "greater",
+                                          "greater_equal", "equal", "exp", "log", "tanh", "reshape")},
+    sum=np.add.reduce, max=np.maximum.reduce, argmax=lambda a, axis, out: a.argmax(axis=axis, out=out))
+
+
 class Backend:
     """NumPy on the host.  The base class: other backends override what differs."""
 
     name = "numpy"
     is_gpu = False
     fused = False           # True where kernel() returns compiled kernels (see gpumlp.kernels)
+    _twins = None           # the module the twins run on, when it is not xp
 
     def __init__(self):
         self.xp = np
+        self._twins = _HOST_TWINS
 
     def __repr__(self):
         return f"<gpumlp backend {self.name}>"
@@ -52,7 +70,7 @@ class Backend:
     def kernel(self, k):
         """A callable that runs the fused kernel ``k`` (a :class:`gpumlp.kernels.Kernel`)
         here: its twin on this array module, or its compiled form where ``fused``."""
-        return functools.partial(k.twin, self.xp)
+        return functools.partial(k.twin, self._twins or self.xp)
 
     def dtype(self, name):
         """The backend's dtype object for ``"float32"`` or ``"float64"``."""

@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-__all__ = ["Kernel", "bias_act", "act_grad", "LOSS_KERNELS", "SGD_KERNEL", "CUDA_SOURCE",
+__all__ = ["Kernel", "bias_act", "act_grad", "LOSS_KERNELS", "SGD_KERNEL", "LossScratch", "CUDA_SOURCE",
            "fused_enabled", "instantiations"]
 
 THREADS = 256
@@ -95,7 +95,7 @@ def _softmax_from_shifted(xp, D, s):
 
 
 def _one_hot(xp, labels, s):
-    xp.equal(s.rows, xp.reshape(labels, (1, -1)), out=s.onehot)
+    xp.equal(s.rows, labels[None, :], out=s.onehot)
 
 
 def _hits(xp, Y, labels, hit, s):
@@ -112,7 +112,7 @@ def _ce_twin(xp, Y, labels, D, loss, hit, inv_norm, margin, s):
     _softmax_from_shifted(xp, D, s)
     xp.log(s.sum, out=s.sum)
     xp.subtract(s.sum, s.py, out=s.sum)                          # −log p_y = log Σ exp(Y − m) − (Y_y − m)
-    xp.multiply(xp.reshape(s.sum, (-1,)), inv_norm, out=loss)
+    xp.multiply(s.sum[0, :], inv_norm, out=loss)
     xp.subtract(D, s.onehot, out=D)
     xp.multiply(D, inv_norm, out=D)
     _hits(xp, Y, labels, hit, s)
@@ -153,7 +153,6 @@ def _mse_twin(xp, Y, labels, D, loss, hit, inv_norm, margin, s):
     xp.multiply(loss, 0.5 * inv_norm, out=loss)
     xp.multiply(D, inv_norm, out=D)
     _hits(xp, Y, labels, hit, s)
-
 
 
 class LossScratch:

@@ -137,6 +137,7 @@ class MLP:
         kernel = self.backend.kernel      # the fused kernels of each layer, bound once
         self._bias_act = [kernel(kernels.bias_act(f, self.bias)) for f in self.f]
         self._scale = [kernel(kernels.act_grad(f)) for f in self.f]
+        self._no_bias = [None] * L
 
         rng = np.random.default_rng(seed)
         W0 = [rng.standard_normal((r, c)) * _init_scale(f.name, r, c) for f, (r, c) in zip(self.f, shapes)]
@@ -260,7 +261,7 @@ class MLP:
         """The forward pass on a device batch Z0 (d0 × n, C- or F-contiguous, never checked).
         Returns Y, the cached Z_L itself."""
         xp, ws = self.xp, self._workspace(Z0.shape[1])
-        S, Z, b = ws.S, ws.Z, self._b or [None] * self.n_layers
+        S, Z, b = ws.S, ws.Z, self._b or self._no_bias
         Z[0] = Z0
         for k in range(self.n_layers):                    # layer k+1
             xp.matmul(self._W[k], Z[k], out=S[k])         # S_k = W_k Z_{k-1}

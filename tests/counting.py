@@ -128,6 +128,7 @@ class CountingBackend(Backend):
 
     def __init__(self, fused):
         super().__init__()
+        self._twins = np      # the twins call NumPy's functions, as they call CuPy's on a GPU
         self.fused = fused
         self.name = f"counting({'fused' if fused else 'twins'})"
         self._scratch = {}

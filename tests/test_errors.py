@@ -80,6 +80,8 @@ def test_bad_loss_arguments(net):
     Y = net.forward(X())
     with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'; got 'avg'"):
         losses.mse(Y, np.zeros((3, 6)), reduction="avg")
+    with pytest.raises(ValueError, match="cannot be combined with reduction='sum'"):
+        losses.mse(Y, np.zeros((3, 6)), reduction="sum", normalizer=6)
     with pytest.raises(ValueError, match="margin must be a finite number >= 0; got -1"):
         losses.hinge(Y, np.zeros(6, int), margin=-1)
     with pytest.raises(ValueError, match="at least 2 classes"):

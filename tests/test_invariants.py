@@ -124,12 +124,38 @@ def test_loss_stays_a_0d_array_on_the_device_until_read(backend):
     sizes = [3, 4, 2]
     net = gpumlp.MLP(sizes, device=backend, seed=0)
     X, labels = random_problem(sizes, 6, 0, "ce")
-    for loss, dY in (gpumlp.losses.cross_entropy(net.forward(X), labels),
-                     gpumlp.losses.hinge(net.forward(X), labels),
-                     gpumlp.losses.mse(net.forward(X), np.zeros((2, 6)))):
+    cpu = gpumlp.MLP(sizes, device="cpu", seed=0)
+    for fn, args in ((gpumlp.losses.cross_entropy, (labels,)), (gpumlp.losses.hinge, (labels,)),
+                     (gpumlp.losses.mse, (np.zeros((2, 6)),))):
+        loss, dY = fn(net.forward(X), *args)
         assert tuple(loss.shape) == () and backend.owns(dY)
         assert backend.owns(loss) or isinstance(loss, np.generic)      # NumPy's 0-d results are scalars
-        assert isinstance(float(loss), float)
+        assert float(loss) == pytest.approx(float(fn(cpu.forward(X), *args)[0]), rel=1e-6)    # read when asked
+
+
+@pytest.mark.parametrize("loss", ["ce", "hinge", "mse"])
+def test_column_chunks_with_the_global_normalizer_add_up_to_the_batch(loss):
+    """A batch in column chunks, each loss divided by the whole batch's N: the chunks'
+    losses and gradients add up to the whole batch's (what micro-batching needs)."""
+    sizes = [5, 7, 4]
+    net = gpumlp.MLP(sizes, activation="tanh", dtype="float64", device="cpu", seed=2)
+    X, y = random_problem(sizes, 23, 1, "ce")
+    fn = gpumlp.losses.get_loss(loss)
+    whole, dY = fn(net.forward(X), y, margin=0.4)
+    net.backward(dY)
+    g = host(net.grads).copy()
+    total, chunks = 0.0, np.zeros_like(g)
+    for i, j in [(0, 1), (1, 9), (9, 23)]:
+        value, dY = fn(net.forward(X[:, i:j]), y[i:j], margin=0.4, normalizer=23)
+        net.backward(dY)
+        total, chunks = total + float(value), chunks + host(net.grads)
+    assert total == pytest.approx(float(whole), rel=1e-13)
+    np.testing.assert_allclose(chunks, g, rtol=1e-12, atol=1e-15)
+    value, _ = fn(net.forward(X), y, margin=0.4, normalizer=46)
+    assert float(value) == pytest.approx(float(whole) / 2, rel=1e-13)
+    for bad in (0, -1, float("nan"), "23"):
+        with pytest.raises(ValueError, match="normalizer must be a finite number > 0"):
+            fn(net.forward(X), y, normalizer=bad)
 
 
 def test_a_training_epoch_never_reads_device_values_until_its_end(monkeypatch):

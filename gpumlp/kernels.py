@@ -42,8 +42,8 @@ class Kernel:
     ``twin(xp, *args)``, and the CUDA template ``cuda`` it compiles to (None when the
     unit does no work, as ``f'`` of the identity)."""
 
-    def __init__(self, name, twin, cuda=None, launch=None, scratch=None):
-        self.name, self.twin, self.cuda, self.launch, self.scratch = name, twin, cuda, launch, scratch
+    def __init__(self, name, twin, cuda=None, launch=None):
+        self.name, self.twin, self.cuda, self.launch = name, twin, cuda, launch
 
     def __repr__(self):
         return f"<gpumlp kernel {self.name}>"
@@ -74,7 +74,7 @@ def act_grad(f):
 
     def twin(xp, S, Z, D, mask, tmp):
         f.scale(xp, S, Z, D, mask, tmp)
-    return Kernel(f.name + "'", twin, f"act_grad<{{T}}, {f.code}>", _launch_act_grad, f.scratch)
+    return Kernel(f.name + "'", twin, f"act_grad<{{T}}, {f.code}>", _launch_act_grad)
 
 
 # -- the losses: ∂L/∂Y into Δ_L, per-column loss and hit ------------------------------------

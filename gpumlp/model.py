@@ -50,8 +50,8 @@ def weight_gradients(xp, D, Z, dW, db, ones):
 
 class _Workspace:
     """The buffers of one batch size n: S_k, Z_k and Δ_k, the ones column of db = Δ 1,
-    each column's loss and hit, and the scratch the twins of the fused kernels need
-    (none where the backend runs compiled kernels)."""
+    and the scratch the twins of the fused kernels need (none where the backend runs
+    compiled kernels)."""
 
     def __init__(self, net, n):
         backend, dt = net.backend, net.backend.dtype(net.dtype)
@@ -62,7 +62,6 @@ class _Workspace:
         self.D = [new((d, n), dt) for d in net.sizes[1:]]
         self.ones = backend.zeros((n, 1), dt)
         self.ones += 1
-        self.loss, self.hit = new((n,), dt), new((n,), backend.dtype("bool"))
         self.mask = self.tmp = self.loss_scratch = None
         if not backend.fused:
             widths = [d for f, d in zip(net.f, net.sizes[1:]) if not f.identity]

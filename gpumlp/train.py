@@ -97,7 +97,7 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     # NumPy would warn about overflow step by step before the loss turns NaN;
     # the check at the end of each epoch stops the run with one clear message instead.
     n_steps = -(-train.N // batch_size)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+    with np.errstate(over="ignore", invalid="ignore"), \
             tqdm(total=epochs * n_steps, unit="batch", disable=not progress, leave=False) as bar:
         for epoch in range(1, epochs + 1):
             history.append(_epoch(net, train, kernel, margin, optimizer, rng, batch_size, epoch, bar, test))

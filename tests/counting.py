@@ -159,7 +159,7 @@ class CountingBackend(Backend):
     def kernel(self, k):
         if not self.fused or k.cuda is None:
             return super().kernel(k)
-        if k.scratch is not None or k.name.endswith("'"):
+        if k.name.endswith("'"):                           # f': the twin's scratch is lent
             def run(S, Z, D, mask=None, tmp=None):
                 TALLY.log(k.name)
                 with TALLY.pause():

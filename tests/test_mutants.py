@@ -1,0 +1,592 @@
+"""Tests that close the gaps a mutation run (mutmut 3.8.1 over backend, activations, model,
+losses, optim, train and kernels) left open: exact error messages, the ``normalizer`` of
+every loss against its formula, ``one_hot``, the kernel templates against the compiled
+name list, the copy/alias contracts of the backends, the dtype of every scratch buffer,
+the batch widths of evaluate and predict, the progress bar, the epoch log line, and the
+documented defaults."""
+import re
+import sys
+import time
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import gpumlp
+from gpumlp import backend as B
+from gpumlp import kernels
+from gpumlp.activations import ACTIVATIONS, get_activation
+from gpumlp.losses import LOSSES, Loss, cross_entropy, get_loss, hinge, mse, one_hot
+from gpumlp.train import TrainingDiverged, _Data, evaluate, fit
+
+from conftest import strict_backend
+from counting import TALLY, CountingBackend
+
+CPU = gpumlp.get_backend("cpu")
+QUIET = dict(progress=False, log=lambda line: None)
+
+
+def exact(message):
+    """A ``match=`` pattern for exactly ``message``."""
+    return "^" + re.escape(message) + "$"
+
+
+def problem(d0=3, n=10, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((d0, n)), rng.integers(0, k, n)
+
+
+# -- float64 references -----------------------------------------------------------------
+def ref_softmax(Y):
+    E = np.exp(Y - Y.max(axis=0, keepdims=True))
+    return E / E.sum(axis=0, keepdims=True)
+
+
+def ref_ce(Y, labels, norm):
+    P, onehot = ref_softmax(Y), np.eye(Y.shape[0])[:, labels]
+    return -np.log(P[labels, np.arange(Y.shape[1])]).sum() / norm, (P - onehot) / norm
+
+
+def ref_hinge(Y, labels, C, norm):
+    P, onehot = ref_softmax(Y), np.eye(Y.shape[0])[:, labels]
+    M = P - (P * onehot).sum(axis=0, keepdims=True) + C
+    active = (M >= 0) * (1 - onehot)
+    G = active - onehot * active.sum(axis=0, keepdims=True)
+    return (M * active).sum() / norm, P * (G - (P * G).sum(axis=0, keepdims=True)) / norm
+
+
+def ref_mse(Y, T, norm):
+    return 0.5 * ((Y - T) ** 2).sum() / norm, (Y - T) / norm
+
+
+Y_3x5 = np.array([[0.3, -1.2, 2.0, 0.1, -0.4],
+                  [1.1, 0.4, -0.3, 0.2, 0.9],
+                  [-0.7, 0.8, 0.5, -1.5, 0.0]])
+LABELS_5 = np.array([0, 2, 1, 1, 0])
+
+
+# == losses =============================================================================
+@pytest.mark.parametrize("norm", [8.0, 0.5])
+def test_every_loss_divides_by_the_normalizer(norm):
+    Y, labels, onehot = Y_3x5, LABELS_5, np.eye(3)[:, LABELS_5]
+    for got, want in [(cross_entropy(Y, labels, normalizer=norm), ref_ce(Y, labels, norm)),
+                      (LOSSES["ce"](Y, labels, normalizer=norm), ref_ce(Y, labels, norm)),
+                      (hinge(Y, labels, 0.3, norm), ref_hinge(Y, labels, 0.3, norm)),
+                      (LOSSES["mse"](Y, labels, normalizer=norm), ref_mse(Y, onehot, norm)),
+                      (mse(Y, onehot, normalizer=norm), ref_mse(Y, onehot, norm))]:
+        assert float(got[0]) == pytest.approx(want[0], rel=1e-12)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-15)
+
+
+def test_the_normalizer_must_be_positive():
+    for bad in (0, -2.0):
+        with pytest.raises(ValueError, match=exact(
+                f"normalizer must be a finite number > 0 (the N to divide by); got {bad!r}")):
+            cross_entropy(Y_3x5, LABELS_5, normalizer=bad)
+
+
+def test_hinge_defaults_to_margin_one_and_accepts_margin_zero():
+    loss, dY = LOSSES["hinge"](Y_3x5, LABELS_5)
+    want = ref_hinge(Y_3x5, LABELS_5, 1.0, 5)
+    assert float(loss) == pytest.approx(want[0], rel=1e-12)
+    np.testing.assert_allclose(dY, want[1], rtol=1e-12, atol=1e-15)
+    loss, dY = hinge(Y_3x5, LABELS_5, margin=0.0)
+    want = ref_hinge(Y_3x5, LABELS_5, 0.0, 5)
+    assert float(loss) == pytest.approx(want[0], rel=1e-12)
+    np.testing.assert_allclose(dY, want[1], rtol=1e-12, atol=1e-15)
+
+
+def test_mse_on_labels_works_with_a_single_output_row():
+    Y = np.array([[0.5, -1.0, 2.0]])
+    loss, dY = LOSSES["mse"](Y, [0, 0, 0])
+    assert float(loss) == pytest.approx(0.5 * (0.25 + 4.0 + 1.0) / 3, rel=1e-14)
+    np.testing.assert_allclose(dY, [[-0.5 / 3, -2.0 / 3, 1.0 / 3]], rtol=1e-14)
+
+
+def test_mse_with_targets_and_its_errors():
+    T = np.eye(3)[:, LABELS_5]
+    with pytest.raises(ValueError, match=exact(
+            "normalizer divides a mean: it cannot be combined with reduction='sum'")):
+        mse(Y_3x5, T, reduction="sum", normalizer=4)
+    with pytest.raises(ValueError, match=exact(
+            "targets T must have the shape of Y, (3, 5) (K × N, one column per sample); got (2, 5)")):
+        mse(Y_3x5, T[:2])
+    with pytest.raises(ValueError, match=exact(
+            "targets T must have the shape of Y, (3, 5) (K × N, one column per sample); got (5,)"
+            " — use T.reshape(1, -1)")):
+        mse(Y_3x5, T[0])
+
+
+def test_the_network_output_must_be_a_2d_float_array():
+    def message(kind, shape):
+        return exact(f"Y must be a 2-D array of shape (K, N), one column per sample; got {kind} of shape {shape}")
+    with pytest.raises(ValueError, match=message("list", "()")):
+        cross_entropy([[1.0, 2.0], [0.0, 1.0]], [0, 1])
+    with pytest.raises(ValueError, match=message("ndarray", "(3, 0)")):
+        cross_entropy(np.zeros((3, 0)), np.zeros(0, int))
+    with pytest.raises(ValueError, match=message("ndarray", "(3,)")):
+        cross_entropy(np.zeros(3), [0, 1, 2])
+
+
+def test_losses_keep_float32_and_match_their_twins_bit_for_bit():
+    """Loss.__call__ runs the twin with scratch in Y's dtype: the same bits as the twin
+    called with float32 scratch, and float32 results."""
+    Y = Y_3x5.astype(np.float32)
+    for name, loss in LOSSES.items():
+        value, dY = loss(Y, LABELS_5, 0.7)
+        assert value.dtype == np.float32 and dY.dtype == np.float32
+        D, per, hit = np.empty((3, 5), np.float32), np.empty(5, np.float32), np.empty(5, bool)
+        loss.kernel.twin(np, Y, LABELS_5, D, per, hit, 1 / 5, 0.7, kernels.LossScratch(CPU, 3, 5, np.float32))
+        np.testing.assert_array_equal(dY, D)
+        assert value == np.sum(per)
+
+
+def test_one_hot():
+    got = one_hot(CPU, np.array([2, 0, 1, 2]), 3, np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, [[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]])
+
+
+def test_get_loss_names_and_a_new_loss_entry():
+    assert get_loss("cross_entropy") is LOSSES["ce"]
+    with pytest.raises(ValueError, match=exact("unknown loss ['ce']; expected one of mse, hinge, ce")):
+        get_loss(["ce"])
+    entry = Loss("hinge", 0.5, "my doc")
+    assert (entry.name, entry.lr, entry.kernel, entry.__doc__) == ("hinge", 0.5, kernels.LOSS_KERNELS["hinge"], "my doc")
+    assert repr(entry) == "<gpumlp loss hinge>"
+
+
+def test_unknown_activation_lists_the_known_ones():
+    with pytest.raises(ValueError, match=exact(
+            "unknown activation 'swish'; expected one of leaky_relu, linear, relu, sigmoid, tanh")):
+        get_activation("swish")
+
+
+# == kernels ============================================================================
+@pytest.mark.parametrize("value,on", [("1", True), ("true", True), (" TRUE ", True), ("yes", True),
+                                      ("on", True), ("ON", True), ("0", False), ("off", False), (None, False)])
+def test_the_fused_switch(monkeypatch, value, on):
+    if value is None:
+        monkeypatch.delenv("GPUMLP_FUSED", raising=False)
+    else:
+        monkeypatch.setenv("GPUMLP_FUSED", value)
+    assert kernels.fused_enabled() is on
+
+
+def test_every_kernel_names_a_compiled_template():
+    """Each kernel's name, and its CUDA template, which must be one of the instances
+    compiled (``instantiations()``) for both float and double."""
+    compiled = kernels.instantiations()
+    assert len(compiled) == len(set(compiled)) == 36
+    expected = {  # activation: (bias_act without bias, with bias, act_grad, f' scratch)
+        "linear": (("linear", None), ("bias", "bias_act<{T}, 0, 1>"), ("linear'", None), None),
+        "relu": (("relu", "bias_act<{T}, 1, 0>"), ("bias+relu", "bias_act<{T}, 1, 1>"),
+                 ("relu'", "act_grad<{T}, 1>"), "bool"),
+        "leaky_relu": (("leaky_relu", "bias_act<{T}, 2, 0>"), ("bias+leaky_relu", "bias_act<{T}, 2, 1>"),
+                       ("leaky_relu'", "act_grad<{T}, 2>"), "float"),
+        "tanh": (("tanh", "bias_act<{T}, 3, 0>"), ("bias+tanh", "bias_act<{T}, 3, 1>"),
+                 ("tanh'", "act_grad<{T}, 3>"), "float"),
+        "sigmoid": (("sigmoid", "bias_act<{T}, 4, 0>"), ("bias+sigmoid", "bias_act<{T}, 4, 1>"),
+                    ("sigmoid'", "act_grad<{T}, 4>"), "float"),
+    }
+    templates = []
+    for name, (plain, biased, grad, scratch) in expected.items():
+        f = ACTIVATIONS[name]
+        for k, (kname, cuda) in ((kernels.bias_act(f, False), plain), (kernels.bias_act(f, True), biased),
+                                 (kernels.act_grad(f), grad)):
+            assert (k.name, k.cuda) == (kname, cuda)
+            assert repr(k) == f"<gpumlp kernel {kname}>"
+            templates += [cuda] if cuda else []
+        assert f.scratch == scratch                 # what the workspace lends its twin
+    templates += [k.cuda for k in kernels.LOSS_KERNELS.values()]
+    templates += [kernels.SGD_KERNEL.cuda.replace("{M}", m) for m in "01"]
+    instances = [t.format(T=T) for t in templates for T in ("float", "double")]
+    assert sorted(instances) == sorted(compiled)
+
+
+def test_loss_scratch_is_in_the_given_dtype():
+    s = kernels.LossScratch(CPU, 3, 4, np.float32)
+    for a in (s.onehot, s.a, s.b):
+        assert a.shape == (3, 4) and a.dtype == np.float32
+    for a in (s.m, s.sum, s.py):
+        assert a.shape == (1, 4) and a.dtype == np.float32
+    assert s.argmax.dtype == np.int64
+    np.testing.assert_array_equal(s.rows, [[0], [1], [2]])
+
+
+# == backends ===========================================================================
+def test_numpy_asarray_copies_unless_told_not_to():
+    a = np.arange(3.0)
+    for c in (CPU.asarray(a, np.float64), CPU.asarray(a, np.float64, copy=True)):
+        assert c is not a and not np.shares_memory(c, a)
+    assert CPU.asarray(a, np.float64, copy=False) is a
+
+
+def test_strict_asarray_copies_unless_told_not_to():
+    b = strict_backend()
+    f64 = b.namespace.float64
+    host = np.arange(3.0)
+    a = b.asarray(host, f64, copy=False)      # from the host: always a copy
+    host[0] = 9.0
+    assert gpumlp.to_numpy(a)[0] == 0.0
+    host = np.arange(3.0)
+    a = b.asarray(host, f64)
+    host[0] = 9.0
+    assert gpumlp.to_numpy(a)[0] == 0.0
+    assert b.asarray(a, f64, copy=False) is a
+    for c in (b.asarray(a, f64), b.asarray(a, f64, copy=True)):
+        assert c is not a
+        a[1] = 5.0
+        assert gpumlp.to_numpy(c)[1] == 1.0
+        a[1] = 1.0
+
+
+def test_strict_transposed_is_a_new_array():
+    b = strict_backend()
+    a = b.asarray(np.arange(6.0).reshape(2, 3), b.namespace.float64)
+    t = b.transposed(a)
+    a[0, 1] = 99.0
+    np.testing.assert_array_equal(gpumlp.to_numpy(t), np.arange(6.0).reshape(2, 3).T)
+
+
+def test_strict_owns_only_its_namespace_and_device():
+    xps = strict_backend().namespace
+    on_device1, anywhere = strict_backend(), B.ArrayAPIBackend(xps)
+    x1, x0 = xps.asarray([1.0], device=xps.Device("device1")), xps.asarray([1.0])
+    assert on_device1.owns(x1) and not on_device1.owns(x0) and not on_device1.owns(np.ones(1))
+    assert anywhere.owns(x0) and anywhere.owns(x1) and not anywhere.owns(np.ones(1))
+
+
+def test_strict_zeros_name_and_a_float32_model():
+    b = strict_backend()
+    xps = b.namespace
+    z = b.zeros((2, 3), xps.float32)
+    assert z.dtype == xps.float32
+    np.testing.assert_array_equal(gpumlp.to_numpy(z), np.zeros((2, 3)))
+    assert b.name == "array_api_strict:array_api_strict.Device('device1')"
+    assert repr(b) == "<gpumlp backend array_api_strict:array_api_strict.Device('device1')>"
+    assert gpumlp.MLP([2, 3], dtype="float32", device=b).params.dtype == xps.float32
+
+
+def test_cupy_backend_resolves_the_fused_switch(monkeypatch):
+    module = types.SimpleNamespace()
+    monkeypatch.setenv("GPUMLP_FUSED", "1")
+    b = B.CupyBackend(module)
+    assert b.xp is module and b.fused is True
+    assert B.CupyBackend(module, fused=0).fused is False
+    monkeypatch.setenv("GPUMLP_FUSED", "0")
+    assert B.CupyBackend(module).fused is False
+    assert B.CupyBackend(module, fused=1).fused is True
+
+
+def fake_cupy(monkeypatch, count=1, kernels_fail=None):
+    def maximum(a, v):
+        if kernels_fail:
+            raise kernels_fail
+        return np.maximum(a, v)
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: count)
+    module = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), ndarray=type("ndarray", (), {}),
+                                   ones=np.ones, float32=np.float32, maximum=maximum)
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    monkeypatch.setattr(B, "_auto", None)
+    return module
+
+
+def test_probe_messages_and_the_backend_it_returns(monkeypatch):
+    module = fake_cupy(monkeypatch, count=1)
+    assert B.get_backend("gpu").xp is module
+    fake_cupy(monkeypatch, count=0)
+    with pytest.raises(gpumlp.DeviceUnavailableError, match=exact(
+            "device='gpu' cannot be used: CuPy and the CUDA driver are present but no CUDA device was found")):
+        B.get_backend("gpu")
+    fake_cupy(monkeypatch, count=1, kernels_fail=RuntimeError("no nvrtc"))
+    with pytest.raises(gpumlp.DeviceUnavailableError, match=exact(
+            "device='gpu' cannot be used: a CUDA device is present but CuPy's CUDA libraries failed "
+            "(RuntimeError: no nvrtc); pip install 'cupy-cuda12x[ctk]' brings them")):
+        B.get_backend("gpu")
+
+
+def test_no_device_and_no_environment_means_auto(monkeypatch):
+    monkeypatch.delenv("GPUMLP_DEVICE", raising=False)
+    assert B.get_backend() is B.get_backend("auto")
+    assert gpumlp.MLP([2, 2]).backend is B.get_backend("auto")
+
+
+def test_backend_of_cupy_and_of_bare_array_api_objects(monkeypatch):
+    module = types.SimpleNamespace()
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    CupyArray = type("ndarray", (), {"__module__": "cupy._core.core"})
+    b = B.backend_of(CupyArray())
+    assert isinstance(b, B.CupyBackend) and b.xp is module
+    xps = strict_backend().namespace
+
+    class Bare:                                           # the standard's minimum: no .device
+        def __array_namespace__(self, api_version=None):
+            return xps
+    b = B.backend_of(Bare())
+    assert isinstance(b, B.ArrayAPIBackend) and b.namespace is xps and b.device is None
+
+
+# == the model ==========================================================================
+def test_a_model_without_biases_has_only_weights():
+    net = gpumlp.MLP([3, 4, 2], bias=False, dtype="float64", device="cpu", seed=0)
+    assert net.params.shape == (3 * 4 + 4 * 2,) and net.grads.shape == (20,)
+    W, b = net.get_params()
+    assert b is None and [w.shape for w in W] == [(4, 3), (2, 4)]
+    np.testing.assert_array_equal(np.concatenate([w.ravel() for w in W]), net.params)
+    with pytest.raises(ValueError, match=exact("this model was built with bias=False; set_params got biases")):
+        net.set_params(W, [np.zeros((4, 1)), np.zeros((2, 1))])
+
+
+def test_a_fresh_model_has_no_cache():
+    net = gpumlp.MLP([3, 2], device="cpu")
+    assert net.S is None and net.Z is None and net.deltas is None and net.dW is None
+    with pytest.raises(RuntimeError, match=exact(
+            "backward() needs the cache of a forward() pass; call net.forward(X) first")):
+        net.backward(np.zeros((2, 1)))
+
+
+def test_rebinding_a_view_names_the_fix():
+    net = gpumlp.MLP([3, 2], device="cpu")
+    with pytest.raises(TypeError, match=exact(
+            "net.W, net.b, net.dW and net.db hold views into one flat buffer (net.params, net.grads): "
+            "use net.set_params(W, b), or write in place: net.W[k][...] = value")):
+        net.W[0] = np.zeros((2, 3))
+
+
+def test_set_params_messages_and_no_reshaping_of_weights():
+    net = gpumlp.MLP([1, 3], device="cpu")
+    W, b = net.get_params()
+    with pytest.raises(ValueError, match=exact("W must be a list of 1 arrays, one per layer; got tuple of length 2")):
+        net.set_params((W[0], W[0]))
+    with pytest.raises(ValueError, match=exact("W must be a list of 1 arrays, one per layer; got int of length ?")):
+        net.set_params(5)
+    with pytest.raises(ValueError, match=exact("W[0] (W_1) must have shape (3, 1); got (3,)")):
+        net.set_params([np.ones(3)])                  # only a bias may be given as a vector
+    net.set_params(W, [np.arange(3.0)])
+    np.testing.assert_array_equal(net.get_params()[1][0], [[0.0], [1.0], [2.0]])
+
+
+def test_input_messages():
+    net = gpumlp.MLP([3, 2], device="cpu")
+    head = "X must be a 2-D array of shape (d0, N) = (3, N), one sample per column; got shape "
+    with pytest.raises(ValueError, match=exact(head + "(3, 2, 1)")):
+        net.forward(np.zeros((3, 2, 1)))
+    with pytest.raises(ValueError, match=exact(head + "(3,) (for one sample use X.reshape(-1, 1))")):
+        net.forward(np.zeros(3))
+    with pytest.raises(ValueError, match=exact("X has no samples (0 columns)")):
+        net.forward(np.zeros((3, 0)))
+    X = np.zeros((3, 2))
+    X[1, 1] = np.nan
+    with pytest.raises(ValueError, match=exact(
+            "X contains NaN or inf (1 of 6 values, counting values too large for float32); remove or impute them first")):
+        net.forward(X)
+
+
+def test_a_dtype_numpy_cannot_read_is_a_value_error():
+    with pytest.raises(ValueError, match=exact("dtype must be 'float32' or 'float64'; got 'no such type'")):
+        gpumlp.MLP([2, 2], dtype="no such type", device="cpu")
+
+
+@pytest.mark.parametrize("activation,output", [("leaky_relu", "linear"), ("tanh", "leaky_relu")])
+def test_initial_weights_use_he_for_leaky_relu_and_glorot_otherwise(activation, output):
+    net = gpumlp.MLP([5, 4, 3], activation=activation, output=output, dtype="float64", device="cpu", seed=3)
+    rng = np.random.default_rng(3)
+    he = {"leaky_relu": True, "tanh": False, "linear": False}
+    for (r, c), f, w in zip([(4, 5), (3, 4)], [activation, output], net.get_params()[0]):
+        scale = np.sqrt(2.0 / c) if he[f] else np.sqrt(2.0 / (r + c))
+        np.testing.assert_array_equal(w, rng.standard_normal((r, c)) * scale)
+
+
+def test_float32_models_keep_every_buffer_in_float32():
+    net = gpumlp.MLP([3, 5, 4, 3], activation="tanh", output="relu", dtype="float32", device="cpu", seed=0)
+    ws = net._workspace(7)
+    assert ws.tmp.dtype == np.float32 and ws.tmp.shape == (5, 7)
+    assert ws.mask.dtype == np.bool_ and ws.mask.shape == (5, 7)
+    X, y = problem(n=7)
+    data = _Data(net, X, y)
+    assert data.loss.dtype == np.float32 and data.hit.dtype == np.bool_
+
+
+def forward_widths(monkeypatch, net):
+    widths, forward = [], net._forward
+
+    def recorded(Z0):
+        widths.append(Z0.shape[1])
+        return forward(Z0)
+    monkeypatch.setattr(net, "_forward", recorded)
+    return widths
+
+
+def test_predict_and_evaluate_walk_the_data_in_batches(monkeypatch):
+    net = gpumlp.MLP([3, 4, 3], dtype="float64", device="cpu", seed=0)
+    X, y = problem(n=10)
+    expected = np.argmax(net.forward(X), axis=0)
+    whole = evaluate(net, X, y, batch_size=64)
+    widths = forward_widths(monkeypatch, net)
+    np.testing.assert_array_equal(net.predict(X, batch_size=3), expected)
+    assert widths == [3, 3, 3, 1]
+    widths.clear()
+    assert evaluate(net, X, y, batch_size=4) == pytest.approx(whole, rel=1e-12)
+    assert widths == [4, 4, 2]
+
+
+def test_the_default_batch_is_4096_columns(monkeypatch):
+    net = gpumlp.MLP([1, 2], dtype="float64", device="cpu", seed=0)
+    X, y = problem(d0=1, n=4097, k=2)
+    widths = forward_widths(monkeypatch, net)
+    net.predict(X)
+    evaluate(net, X, y)
+    fit(net, X[:, :4], y[:4], gpumlp.SGD(0.1), epochs=1, batch_size=4, X_test=X, y_test=y, **QUIET)
+    assert widths == [4096, 1] * 2 + [4] + [4096, 1]
+
+
+# == evaluate, fit ======================================================================
+def test_evaluate_defaults_to_cross_entropy_and_checks_its_arguments():
+    net = gpumlp.MLP([3, 4, 3], dtype="float64", device="cpu", seed=0)
+    X, y = problem()
+    loss, acc = evaluate(net, X, y)
+    Y = net.forward(X)
+    assert loss == pytest.approx(ref_ce(Y, y, 10)[0], rel=1e-12)
+    assert acc == np.mean(np.argmax(Y, axis=0) == y)
+    assert evaluate(net, X, y, loss="hinge", margin=0.0)[0] == pytest.approx(ref_hinge(Y, y, 0.0, 10)[0], rel=1e-12)
+    with pytest.raises(ValueError, match=exact("batch_size must be a positive integer; got 0")):
+        evaluate(net, X, y, batch_size=0)
+    with pytest.raises(ValueError, match=exact("margin must be a finite number >= 0; got -1")):
+        evaluate(net, X, y, margin=-1)
+
+
+def test_labels_are_checked_against_the_output_width_not_a_hidden_one():
+    net = gpumlp.MLP([3, 5, 3], device="cpu", seed=0)
+    X, _ = problem()
+    y = np.array([0, 1, 2, 4, 0, 1, 2, 0, 1, 2])
+    message = exact("labels must lie in [0, 3) for 3 classes (the rows of Y); got values from 0 to 4")
+    with pytest.raises(ValueError, match=message):
+        evaluate(net, X, y)
+    with pytest.raises(ValueError, match=message):
+        fit(net, X, y, gpumlp.SGD(0.1), **QUIET)
+
+
+def test_fit_argument_messages_and_margins():
+    net = gpumlp.MLP([3, 4, 3], device="cpu", seed=0)
+    X, y = problem()
+    with pytest.raises(ValueError, match=exact("give X_test and y_test together, or neither")):
+        fit(net, X, y, gpumlp.SGD(0.1), X_test=X, **QUIET)
+    with pytest.raises(ValueError, match=exact("margin must be a finite number >= 0; got -0.5")):
+        fit(net, X, y, gpumlp.SGD(0.1), loss="hinge", margin=-0.5, **QUIET)
+    for margin in (0.0, 0.5):
+        assert len(fit(net, X, y, gpumlp.SGD(0.1), loss="hinge", margin=margin, epochs=1, **QUIET)) == 1
+
+
+def test_fit_defaults_30_epochs_and_seed_0():
+    X, y = problem(n=6)
+
+    def run(**kwargs):
+        net = gpumlp.MLP([3, 3], dtype="float64", device="cpu", seed=0)
+        return fit(net, X, y, gpumlp.SGD(0.1), batch_size=2, **QUIET, **kwargs), net.params.copy()
+    history, params = run()
+    assert [h["epoch"] for h in history] == list(range(1, 31))
+    np.testing.assert_array_equal(params, run(seed=0, epochs=30)[1])
+    assert not np.array_equal(params, run(seed=1, epochs=30)[1])
+
+
+class Bar:
+    """A stand-in for tqdm that records how fit drives it."""
+    made = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.n = kwargs, 0
+        Bar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        self.n += n
+
+
+def test_the_progress_bar_counts_every_step(monkeypatch):
+    monkeypatch.setattr(gpumlp.train, "tqdm", Bar)
+    X, y = problem(n=10)
+    net = gpumlp.MLP([3, 3], device="cpu", seed=0)
+    fit(net, X, y, gpumlp.SGD(0.1), epochs=3, batch_size=4, log=lambda line: None)
+    bar = Bar.made[-1]
+    assert bar.kwargs == {"total": 9, "unit": "batch", "disable": False, "leave": False}
+    assert bar.n == 9
+    fit(net, X, y, gpumlp.SGD(0.1), epochs=1, batch_size=4, **QUIET)
+    assert Bar.made[-1].kwargs["disable"] is True
+
+
+def test_the_epoch_log_lines():
+    X, y = problem(n=10)
+    Xt, yt = problem(n=6, seed=1)
+    net = gpumlp.MLP([3, 3], device="cpu", seed=0)
+    lines = []
+    history = fit(net, X, y, gpumlp.SGD(0.1), epochs=2, batch_size=4, X_test=Xt, y_test=yt,
+                  progress=False, log=lines.append)
+    assert lines == [f"epoch   {h['epoch']}/2  loss {h['loss']:.4f}  acc {h['accuracy']:.4f}"
+                     f"  test loss {h['test_loss']:.4f}  test acc {h['test_accuracy']:.4f}" for h in history]
+    lines.clear()
+    history = fit(net, X, y, gpumlp.SGD(0.1), epochs=1, batch_size=4, progress=False, log=lines.append)
+    assert lines == [f"epoch   1/1  loss {history[0]['loss']:.4f}  acc {history[0]['accuracy']:.4f}"]
+
+
+def test_epoch_seconds_are_measured():
+    X, y = problem(n=10)
+    net = gpumlp.MLP([3, 3], device="cpu", seed=0)
+    t0 = time.perf_counter()
+    history = fit(net, X, y, gpumlp.SGD(0.1), epochs=2, batch_size=4, **QUIET)
+    elapsed = time.perf_counter() - t0
+    assert all(0 <= h["seconds"] <= elapsed for h in history)
+    assert sum(h["seconds"] for h in history) <= elapsed
+
+
+def test_a_diverging_run_raises_no_numpy_warnings():
+    """Overflow and invalid values on the way to NaN are silenced; the run stops with
+    TrainingDiverged only, even where warnings are errors."""
+    X, y = problem(n=12)
+    net = gpumlp.MLP([3, 4, 3], dtype="float32", device="cpu", seed=0)
+    with warnings.catch_warnings(), np.errstate(over="warn", invalid="warn", divide="warn"):
+        warnings.simplefilter("error")
+        with pytest.raises(TrainingDiverged):
+            fit(net, X, y, gpumlp.SGD(1e4), loss="mse", epochs=20, batch_size=4, **QUIET)
+
+
+def test_divergence_with_an_optimizer_without_lr():
+    class Blowup:                                     # any object with _update(net) will do
+        def _update(self, net):
+            net.params[...] = np.inf
+    X, y = problem(n=8)
+    net = gpumlp.MLP([3, 3], device="cpu", seed=0)
+    with pytest.raises(TrainingDiverged) as info:
+        fit(net, X, y, Blowup(), epochs=1, batch_size=4, **QUIET)
+    assert str(info.value).endswith("try a lower learning rate (it is ?)")
+
+
+# == the optimizer ======================================================================
+def test_sgd_messages():
+    with pytest.raises(ValueError, match=exact("weight_decay must be a finite number >= 0; got -1")):
+        gpumlp.SGD(0.1, weight_decay=-1)
+    net = gpumlp.MLP([3, 2], device="cpu")
+    with pytest.raises(RuntimeError, match=exact(
+            "SGD.step() needs the gradients of the last forward pass: call net.backward(dY) after net.forward(X) first")):
+        gpumlp.SGD(0.1).step(net)
+
+
+def test_plain_sgd_makes_two_passes_and_keeps_no_velocity():
+    """Without momentum the twin is θ −= lr·g: a multiply and a subtract, nothing else."""
+    net = gpumlp.MLP([4, 3, 2], dtype="float64", device=CountingBackend(fused=False), seed=0)
+    X, _ = problem(d0=4, n=5)
+    net.forward(X)
+    net.backward(np.ones((2, 5)))
+    opt = gpumlp.SGD(0.25)
+    opt.step(net)                                     # the first step allocates its state
+    before, grads = np.array(net.params), np.array(net.grads)
+    TALLY.clear()
+    opt.step(net)
+    assert TALLY.other == ["multiply", "subtract"]
+    np.testing.assert_array_equal(np.asarray(net.params), before - 0.25 * grads)

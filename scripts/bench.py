@@ -182,36 +182,38 @@ def contenders(sizes, N):
         xp.subtract(theta, scaled, out=theta)
     steps.append(("floor", floor_step, sync))
 
-    return steps, net, data, gpumlp_step
+    return steps, net, data, opt, gpumlp_step
 
 
-def memory(net, data, step, N):
+def memory(net, data, opt, step, N):
     """Peak memory of gpumlp's steps (NumPy: tracemalloc; CuPy: the memory pool) against
-    params + grads + momentum + S, Z, Δ of one batch; the data on the device apart."""
+    params + grads + momentum + S, Z, Δ of one batch; the data on the device apart.
+    The workspace and the optimizer's state are dropped first, so the steps measured
+    make them again: the twins' scratch and the optimizer's chunk buffer are counted."""
     item = np.dtype(args.dtype).itemsize
     n_params = net.params.shape[0]
     szd = sum(2 * d * N for d in net.sizes[1:]) + sum(d * N for f, d in zip(net.f, net.sizes[1:]) if not f.identity)
     model_bytes = (3 * n_params + szd) * item
     data_bytes = 2 * data.XT.nbytes + 2 * data.y.nbytes + data.loss.nbytes + data.hit.nbytes   # + shuffled copy
+    net._workspaces.clear()
+    opt._state.clear()
     if args.device == "gpu":
         pool = xp.get_default_memory_pool()
-        net._workspaces.clear()
         sync()
         before = pool.used_bytes()
         step()
         step()
         sync()
-        peak = pool.used_bytes() - before + model_bytes - szd * item     # workspaces are re-made in the steps
-        how = "CuPy memory pool, used bytes after two steps (no temporaries are freed inside a step)"
+        peak = pool.used_bytes() - before + 2 * n_params * item
+        how = "CuPy memory pool: bytes in use after two steps that re-make the workspace and optimizer state"
     else:
-        net._workspaces.clear()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
-        step()                                   # makes the workspace and the twins' scratch
         step()
-        peak = tracemalloc.get_traced_memory()[1] - base + 3 * n_params * item
+        step()
+        peak = tracemalloc.get_traced_memory()[1] - base + 2 * n_params * item
         tracemalloc.stop()
-        how = "tracemalloc peak over two steps from an empty workspace cache, plus params, grads, momentum"
+        how = "tracemalloc peak over two steps that re-make the workspace and optimizer state, + params and grads"
     return {"peak_bytes": int(peak), "model_bytes": int(model_bytes), "ratio": peak / model_bytes,
             "data_bytes_separate": int(data_bytes), "how": how}
 
@@ -272,7 +274,7 @@ for i, sizes in enumerate(args.nets):
     print(row.format("N", "gpumlp ms", "torch ms", "floor ms", "g/torch", "g/floor", "spread", "samples/s", "mem ratio"))
     results = []
     for N in batch_sizes:
-        steps, net, data, gstep = contenders(sizes, N)
+        steps, net, data, opt, gstep = contenders(sizes, N)
         for _ in range(args.warmup):
             for _, step, s in steps:
                 timed(step, s)
@@ -280,7 +282,7 @@ for i, sizes in enumerate(args.nets):
         for _ in range(args.rounds):                           # interleaved: gpumlp, torch, floor, ...
             for name, step, s in steps:
                 raw[name].append(timed(step, s))
-        mem = memory(net, data, gstep, N)
+        mem = memory(net, data, opt, gstep, N)
         best = {k: 1e3 * min(v) for k, v in raw.items()}
         median = {k: 1e3 * statistics.median(v) for k, v in raw.items()}
         g, t, f = best["gpumlp"], best.get("torch"), best["floor"]

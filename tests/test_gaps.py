@@ -19,6 +19,7 @@ from gpumlp.losses import cross_entropy, hinge, mse, softmax
 from gpumlp.train import TrainingDiverged, evaluate, fit
 
 from conftest import host
+from test_gradcheck import numeric_gradient as _finite_differences
 
 H = 1e-3
 QUIET = dict(progress=False, log=lambda line: None)
@@ -35,17 +36,7 @@ def random_biases(net, rng, scale=1.0):
 
 def numeric_gradient(net, X, loss):
     """4th-order central differences of ``loss(net.forward(X))[0]`` in every parameter."""
-    p = net.params
-    grad = np.zeros(p.shape[0])
-    for i in range(p.shape[0]):
-        x0 = float(p[i])
-        f = []
-        for step in (2 * H, H, -H, -2 * H):
-            p[i] = x0 + step
-            f.append(float(loss(net.forward(X))[0]))
-        p[i] = x0
-        grad[i] = (8 * (f[1] - f[2]) - (f[0] - f[3])) / (12 * H)
-    return grad
+    return _finite_differences(net, X, None, lambda Y, _: loss(Y))
 
 
 def max_rel_err(analytic, numeric):

@@ -83,7 +83,7 @@ def to_labels(backend, labels, n, k):
     if lo < 0 or hi >= k:
         raise ValueError(f"labels must lie in [0, {k}) for {k} classes (the rows of Y); "
                          f"got values from {lo} to {hi}")
-    return backend.asarray(labels, backend.dtype("int64"), copy=False)
+    return backend.contiguous(backend.asarray(labels, backend.dtype("int64"), copy=False))
 
 
 def number(value, name, ok=lambda v: True, expected="a finite number"):

@@ -38,7 +38,7 @@ class DeviceUnavailableError(RuntimeError):
 # percent of a narrow step).  Same results: np.sum is np.add.reduce.
 _HOST_TWINS = types.SimpleNamespace(
     **{name: getattr(np, name) for name in ("add", "subtract", "multiply", "divide", "maximum", "greater",
-                                          "greater_equal", "equal", "exp", "log", "tanh", "reshape")},
+                                          "greater_equal", "equal", "exp", "log", "tanh", "reshape", "take")},
     sum=np.add.reduce, max=np.maximum.reduce, argmax=lambda a, axis, out: a.argmax(axis=axis, out=out))
 
 
@@ -89,6 +89,10 @@ class Backend:
     def transposed(self, a):
         """``a.T`` as a new C-contiguous array on this device."""
         return self.xp.ascontiguousarray(a.T)
+
+    def contiguous(self, a):
+        """``a`` itself if it is C-contiguous, else a C-contiguous copy (kernels index it flat)."""
+        return self.xp.ascontiguousarray(a)
 
     def to_numpy(self, a):
         """A NumPy copy of ``a``: it never aliases the model's buffers."""
@@ -192,6 +196,9 @@ class ArrayAPIBackend(Backend):
 
     def transposed(self, a):
         return self.namespace.asarray(a.T, copy=True)
+
+    def contiguous(self, a):
+        return a                   # the standard has no memory layout
 
     def to_numpy(self, a):
         return np.array(np.from_dlpack(a), copy=True)

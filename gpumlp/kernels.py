@@ -107,8 +107,9 @@ def _ce_twin(xp, Y, labels, D, loss, hit, inv_norm, margin, s):
     """L_n = log Σ_j exp(Y_jn) − Y_{y_n n} (shifted by the column max); ∂L/∂Y = (p − onehot) / N."""
     _one_hot(xp, labels, s)
     _shifted(xp, Y, D, s)
-    xp.multiply(D, s.onehot, out=s.a)
-    xp.sum(s.a, axis=0, keepdims=True, out=s.py)                 # Y_y − m, exactly
+    xp.multiply(labels, Y.shape[1], out=s.at)                    # the flat index of (y_n, n)
+    xp.add(s.at, s.cols, out=s.at)
+    xp.take(xp.reshape(D, (-1,)), s.at, out=s.py[0, :])          # Y_y − m, exactly (a gather, as the kernel reads it)
     _softmax_from_shifted(xp, D, s)
     xp.log(s.sum, out=s.sum)
     xp.subtract(s.sum, s.py, out=s.sum)                          # −log p_y = log Σ exp(Y − m) − (Y_y − m)
@@ -163,7 +164,8 @@ class LossScratch:
         self.rows = xp.reshape(backend.arange(K), (K, 1))          # the row index of each class
         self.onehot, self.a, self.b = (new((K, n), dtype) for _ in range(3))
         self.m, self.sum, self.py = (new((1, n), dtype) for _ in range(3))
-        self.argmax = new((n,), backend.dtype("int64"))
+        self.argmax, self.at = new((n,), backend.dtype("int64")), new((n,), backend.dtype("int64"))
+        self.cols = backend.arange(n)                                 # the column index of each sample
 
 
 # -- SGD over the flat buffer ---------------------------------------------------------------
@@ -207,7 +209,7 @@ __device__ __forceinline__ double gm_log(double x)  { return log(x); }
 
 // ACT: 0 linear, 1 relu, 2 leaky_relu (slope 0.01), 3 tanh, 4 sigmoid
 template<typename T, int ACT> __device__ __forceinline__ T gm_act(T s) {
-    if (ACT == 1) return s > T(0) ? s : T(0);
+    if (ACT == 1) return (s > T(0) || s != s) ? s : T(0);    // NaN stays NaN, as in numpy.maximum
     if (ACT == 2) { T a = s * T(0.01); return s > a ? s : a; }
     if (ACT == 3) return gm_tanh(s);
     if (ACT == 4) return (gm_tanh(s * T(0.5)) + T(1)) * T(0.5);

@@ -294,6 +294,12 @@ class MLP:
             self.dW = _ParamList(self._dW)
             self.db = None if self._db is None else _ParamList(self._db)
 
+    def _release_inputs(self):
+        """Forget the batches the private path cached as Z_0 (views of the caller's data),
+        so that a finished fit, evaluate or predict does not keep that data alive."""
+        for ws in self._workspaces.values():
+            ws.Z[0] = None
+
     # -- conveniences ------------------------------------------------------------
     def _batches(self, X, batch_size):
         """Device views of the columns of a checked device X, batch_size at a time.  X is
@@ -306,7 +312,10 @@ class MLP:
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
         batch_size = positive_int(batch_size, "batch_size")
         X = self._input(X, copy=False)
-        out = [self.xp.argmax(self._forward(Z0), axis=0) for Z0 in self._batches(X, batch_size)]
+        try:
+            out = [self.xp.argmax(self._forward(Z0), axis=0) for Z0 in self._batches(X, batch_size)]
+        finally:
+            self._release_inputs()
         return np.concatenate([self.backend.to_numpy(o) for o in out])
 
     def get_params(self):

@@ -34,7 +34,7 @@ class SGD:
     def _update(self, net):
         """The update itself (unchecked): one fused kernel over the flat buffers."""
         state = self._state.get(net)
-        if state is None:
+        if state is None or (self.momentum and state[1] is None):    # first step, or momentum turned on
             state = self._state[net] = self._prepare(net)
         kernel, velocity, scratch = state
         kernel(net.params, net.grads, velocity, self.lr, self.momentum, self.weight_decay, scratch)

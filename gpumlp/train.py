@@ -45,6 +45,13 @@ class _Data:
         xp.take(self.y, order, axis=0, out=self.ye)
 
 
+class _PublicStep:
+    """An optimizer that has only the public ``step(net)``: fit calls that instead."""
+
+    def __init__(self, optimizer):
+        self._update, self.lr = optimizer.step, getattr(optimizer, "lr", "?")
+
+
 def _step(net, Z0, labels, loss_kernel, margin, optimizer, loss_out, hit_out):
     """One training step on a device batch, with no checks and no host reads."""
     Y = net._forward(Z0)
@@ -72,7 +79,10 @@ def evaluate(net, X, y, loss="ce", margin=1.0, batch_size=4096):
     """``(mean loss, accuracy)`` of ``net`` on X (d0 × N) with labels y, as floats."""
     entry, batch_size = get_loss(loss), positive_int(batch_size, "batch_size")
     margin = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
-    return _score(net, _Data(net, X, y), net.backend.kernel(entry.kernel), margin, batch_size)
+    try:
+        return _score(net, _Data(net, X, y), net.backend.kernel(entry.kernel), margin, batch_size)
+    finally:
+        net._release_inputs()
 
 
 def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
@@ -89,6 +99,10 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
         raise ValueError("give X_test and y_test together, or neither")
     entry = get_loss(loss)
     margin = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+    if not hasattr(optimizer, "_update"):
+        if not callable(getattr(optimizer, "step", None)):
+            raise ValueError(f"optimizer must have a step(net) method, as gpumlp.SGD does; got {optimizer!r}")
+        optimizer = _PublicStep(optimizer)
     train = _Data(net, X, y)
     test = None if X_test is None else _Data(net, X_test, y_test)
     kernel = net.backend.kernel(entry.kernel)
@@ -97,11 +111,14 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     # NumPy would warn about overflow step by step before the loss turns NaN;
     # the check at the end of each epoch stops the run with one clear message instead.
     n_steps = -(-train.N // batch_size)
-    with np.errstate(over="ignore", invalid="ignore"), \
-            tqdm(total=epochs * n_steps, unit="batch", disable=not progress, leave=False) as bar:
-        for epoch in range(1, epochs + 1):
-            history.append(_epoch(net, train, kernel, margin, optimizer, rng, batch_size, epoch, bar, test))
-            log(_describe(history[-1], epochs))
+    try:
+        with np.errstate(over="ignore", invalid="ignore"), \
+                tqdm(total=epochs * n_steps, unit="batch", disable=not progress, leave=False) as bar:
+            for epoch in range(1, epochs + 1):
+                history.append(_epoch(net, train, kernel, margin, optimizer, rng, batch_size, epoch, bar, test))
+                log(_describe(history[-1], epochs))
+    finally:
+        net._release_inputs()             # the cached batches must not keep the data alive
     return history
 
 

@@ -6,8 +6,9 @@ the same data, layer sizes and starting weights:
   gpumlp   the step ``gpumlp train`` runs (``gpumlp.train._step``: no checks, no host reads);
   torch    nn.Linear + ReLU, F.cross_entropy and torch.optim.SGD on the same device
            (skipped when PyTorch is absent or cannot use the device);
-  floor    the step's GEMMs on preallocated outputs (W_k Z_{k-1}, W_k^T Δ_k, Δ_k Z_{k-1}^T)
-           plus one in-place update of the parameters (θ −= lr·g): the work no step can skip.
+  floor    the step's GEMMs on preallocated outputs (W_k Z_{k-1}, W_k^T Δ_k, Δ_k Z_{k-1}^T, and
+           the GEMVs Δ_k 1) plus one in-place update of the parameters (θ −= lr·g): the work
+           no step can skip.
 
 The three run interleaved, round after round, so machine noise hits all alike.  The
 minimum over the rounds is the least noisy estimate of the code's own cost and the
@@ -168,7 +169,8 @@ def contenders(sizes, N):
     W = [rand(sizes[k + 1], sizes[k]) for k in range(L)]
     Z = [Z0] + [rand(d, N) for d in sizes[1:-1]]
     S, D, G = ([rand(d, N) for d in sizes[1:]] for _ in range(3))
-    dW = [xp.empty_like(w) for w in W]
+    dW, db = [xp.empty_like(w) for w in W], [rand(d, 1) for d in sizes[1:]]
+    ones = xp.ones((N, 1), dtype=dt)
     theta, grad = rand(net.params.shape[0]), rand(net.params.shape[0])
     scaled = xp.empty_like(grad)
 
@@ -178,6 +180,7 @@ def contenders(sizes, N):
             if k > 0:
                 xp.matmul(W[k].T, D[k], out=G[k - 1])       # W_k^T Δ_k
             xp.matmul(D[k], Z[k].T, out=dW[k])              # dW_k = Δ_k Z_{k-1}^T
+            xp.matmul(D[k], ones, out=db[k])                # db_k = Δ_k 1 (a GEMV)
         xp.multiply(grad, LR, out=scaled)                   # θ −= lr g
         xp.subtract(theta, scaled, out=theta)
     steps.append(("floor", floor_step, sync))
@@ -185,27 +188,46 @@ def contenders(sizes, N):
     return steps, net, data, opt, gpumlp_step
 
 
+class _PoolPeak:
+    """A CuPy memory hook that follows the bytes the pool hands out, and their peak."""
+
+    def __init__(self, cupy):
+        hook = self
+
+        class Hook(cupy.cuda.MemoryHook):
+            name = "gpumlp-peak"
+
+            def malloc_postprocess(self, **kw):        # CuPy calls hooks with keywords
+                hook.now += kw["mem_size"]
+                hook.peak = max(hook.peak, hook.now)
+
+            def free_postprocess(self, **kw):
+                hook.now -= kw["mem_size"]
+        self.hook, self.now, self.peak = Hook(), 0, 0
+
+
 def memory(net, data, opt, step, N):
-    """Peak memory of gpumlp's steps (NumPy: tracemalloc; CuPy: the memory pool) against
-    params + grads + momentum + S, Z, Δ of one batch; the data on the device apart.
-    The workspace and the optimizer's state are dropped first, so the steps measured
-    make them again: the twins' scratch and the optimizer's chunk buffer are counted."""
+    """Peak memory of gpumlp's steps (NumPy: tracemalloc; CuPy: a memory hook on the pool)
+    against params + grads + momentum + S, Z, Δ of one batch; the data on the device apart.
+    The workspaces and the optimizer's state are dropped first, so the steps measured make
+    them again: the twins' scratch and the optimizer's chunk buffer are counted."""
     item = np.dtype(args.dtype).itemsize
     n_params = net.params.shape[0]
     szd = sum(2 * d * N for d in net.sizes[1:]) + sum(d * N for f, d in zip(net.f, net.sizes[1:]) if not f.identity)
     model_bytes = (3 * n_params + szd) * item
-    data_bytes = 2 * data.XT.nbytes + 2 * data.y.nbytes + data.loss.nbytes + data.hit.nbytes   # + shuffled copy
+    data_bytes = data.XT.nbytes + data.y.nbytes + data.loss.nbytes + data.hit.nbytes   # fit adds a shuffled copy
     net._workspaces.clear()
+    net._ws = net.S = net.Z = net.deltas = None          # nothing may keep the old workspace alive
     opt._state.clear()
     if args.device == "gpu":
-        pool = xp.get_default_memory_pool()
+        tracker = _PoolPeak(xp)
         sync()
-        before = pool.used_bytes()
-        step()
-        step()
-        sync()
-        peak = pool.used_bytes() - before + 2 * n_params * item
-        how = "CuPy memory pool: bytes in use after two steps that re-make the workspace and optimizer state"
+        with tracker.hook:
+            step()
+            step()
+            sync()
+        peak = tracker.peak + 2 * n_params * item
+        how = "CuPy memory hook: peak bytes taken from the pool over two steps that re-make the workspace and optimizer state, + params and grads"
     else:
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]

@@ -13,7 +13,7 @@ import gpumlp
 from gpumlp import kernels
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.losses import LOSSES, softmax
-from gpumlp.train import _Data, _step
+from gpumlp.train import _Data, _step, evaluate, fit
 
 from conftest import random_problem
 from counting import TALLY, CountingBackend
@@ -80,15 +80,15 @@ def test_every_activation_allocates_nothing_with_the_twins(activation):
         assert len(gemm) == 11 and len(other) > 7
 
 
-def test_with_the_switch_off_a_gpu_step_runs_28_twin_kernels():
-    """CuPy without the compiled kernels runs the twins call by call: 28 kernels, no buffers
+def test_with_the_switch_off_a_gpu_step_runs_29_twin_kernels():
+    """CuPy without the compiled kernels runs the twins call by call: 29 kernels, no buffers
     (the landed core launched about 46 and allocated 36 buffers)."""
     _, step = steady_step(CountingBackend(fused=False), WIDE, 64)
     gemm, other, allocs = counted(step)
     assert allocs == [] and len(gemm) == 11
     assert other == ["add", "maximum", "add", "maximum", "add",                       # forward
-                     "equal", "max", "subtract", "multiply", "sum", "exp", "sum", "divide", "log",
-                     "subtract", "multiply", "subtract", "multiply", "argmax", "equal",  # loss
+                     "equal", "max", "subtract", "multiply", "add", "take", "exp", "sum", "divide",
+                     "log", "subtract", "multiply", "subtract", "multiply", "argmax", "equal",  # loss
                      "greater", "multiply", "greater", "multiply",                     # f'
                      "multiply", "add", "multiply", "subtract"], other                 # sgd
 
@@ -211,3 +211,69 @@ def test_the_cuda_source_compiles_for_sm_90(tmp_path):
                           "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert len(kernels.instantiations()) == 2 * (9 + 4 + 3 + 2)
+
+
+# -- found in review --------------------------------------------------------------------------
+def test_labels_reach_the_kernels_contiguous():
+    """The compiled loss kernels read labels[c] at unit stride: a strided view is copied."""
+    from gpumlp._checks import to_labels
+    labels = to_labels(gpumlp.get_backend("cpu"), (np.arange(20) % 10)[::2], 10, 10)
+    assert labels.flags.c_contiguous and labels.tolist() == [0, 2, 4, 6, 8, 0, 2, 4, 6, 8]
+
+
+def test_cross_entropy_with_a_minus_inf_logit_off_the_label_is_finite():
+    """exp(−inf) = 0 is a valid softmax term; the twin gathers Y_y as the kernel does."""
+    Y = np.array([[0.5, -np.inf], [1.0, 2.0], [-np.inf, 0.0]])
+    labels = np.array([1, 2])
+    loss, dY = gpumlp.losses.cross_entropy(Y, labels)
+    col = [np.log(np.exp(0.5) + np.exp(1.0)) - 1.0, np.log(np.exp(2.0) + 1.0) - 0.0]
+    assert float(loss) == pytest.approx(np.mean(col), rel=1e-14)
+    assert np.isfinite(dY).all() and dY[0, 1] == 0 and dY[2, 0] == 0
+
+
+def test_fit_takes_any_optimizer_with_a_public_step():
+    class HalfStep:                                   # not a gpumlp.SGD: only step(net)
+        lr = 0.05
+
+        def step(self, net):
+            net.params -= self.lr * net.grads
+    sizes = [4, 6, 3]
+    X, y = random_problem(sizes, 30, 0, "ce")
+    nets = [gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=1) for _ in range(2)]
+    quiet = {"progress": False, "log": lambda line: None, "epochs": 3, "batch_size": 7}
+    fit(nets[0], X, y, HalfStep(), **quiet)
+    fit(nets[1], X, y, gpumlp.SGD(0.05), **quiet)
+    np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match=r"optimizer must have a step\(net\) method"):
+        fit(nets[0], X, y, object(), **quiet)
+
+
+def test_momentum_turned_on_after_the_first_step_is_used():
+    sizes = [4, 5]
+    X, y = random_problem(sizes, 6, 0, "ce")
+    net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=0)
+    opt = gpumlp.SGD(0.1)
+    net.backward(gpumlp.losses.cross_entropy(net.forward(X), y)[1])
+    opt.step(net)
+    opt.momentum = 0.9
+    p, v = net.params.copy(), np.zeros_like(net.params)
+    for _ in range(2):
+        net.backward(gpumlp.losses.cross_entropy(net.forward(X), y)[1])
+        v = 0.9 * v + net.grads
+        p = p - 0.1 * v
+        opt.step(net)
+        np.testing.assert_allclose(net.params, p, rtol=1e-14, atol=1e-16)
+
+
+def test_fit_evaluate_and_predict_do_not_keep_the_data_alive():
+    """The private path caches each batch (a view of the data) as Z_0; once fit, evaluate or
+    predict returns, no cached workspace may still hold one."""
+    sizes = [4, 6, 3]
+    X, y = random_problem(sizes, 40, 0, "ce")
+    net = gpumlp.MLP(sizes, device="cpu", seed=0)
+    for run in (lambda: fit(net, X, y, gpumlp.SGD(0.1), epochs=1, batch_size=16, X_test=X, y_test=y,
+                            progress=False, log=lambda line: None),
+                lambda: evaluate(net, X, y), lambda: net.predict(X, batch_size=16)):
+        run()
+        assert len(net._workspaces) >= 1
+        assert all(ws.Z[0] is None for ws in net._workspaces.values())

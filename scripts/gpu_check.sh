@@ -20,10 +20,15 @@ export PYTHONPATH="$PWD$deps${PYTHONPATH:+:$PYTHONPATH}" CUPY_TF32=0
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/card: /'
   python -c "import numpy, cupy; print('numpy', numpy.__version__, 'cupy', cupy.__version__)" 2>&1
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1
+  python -c "import tqdm, threadpoolctl, array_api_strict" 2>/dev/null && echo "pure-Python deps: present" ||
+    echo "MISSING pure-Python deps: run here 'pip install --no-deps --target .gpu-deps tqdm threadpoolctl array-api-strict' and carry .gpu-deps"
 } | tee "$out/env.txt"
-timeout 70 python -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -25 | tee "$out/pytest-gpu.txt"
-timeout 40 python -m pytest -q -rs -p no:cacheprovider -m "not gpu" 2>&1 | tail -4 | tee "$out/pytest-cpu.txt"
-timeout 30 python -m gpumlp train --device gpu --no-progress --out "$out/digits" 2>&1 | tail -2 | tee "$out/train-gpu.txt"
+# (7 files come back in $OUT: the device tool returns at most 8)
+{
+  timeout 70 python -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -25
+  timeout 40 python -m pytest -q -rs -p no:cacheprovider -m "not gpu" 2>&1 | tail -4
+  timeout 30 python -m gpumlp train --device gpu --no-progress --out "$(mktemp -d)" 2>&1 | tail -2
+} | tee "$out/tests.txt"
 nets='784,1024,1024,10;64,256,10'
 timeout 70 python scripts/bench.py --device gpu --nets "$nets" --batch-sizes 64,256,1024,16384 \
   --json "$out/bench-gpu-twins.json" 2>&1 | tee "$out/bench-gpu-twins.txt"

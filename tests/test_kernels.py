@@ -248,6 +248,23 @@ def test_fit_takes_any_optimizer_with_a_public_step():
         fit(nets[0], X, y, object(), **quiet)
 
 
+def test_a_foreign_optimizer_that_diverges_is_named_by_its_lr():
+    from gpumlp.train import TrainingDiverged
+
+    class Blowup:
+        def step(self, net):
+            net.params *= 1e200
+    sizes = [4, 6, 3]
+    X, y = random_problem(sizes, 30, 0, "ce")
+    quiet = {"progress": False, "log": lambda line: None, "epochs": 2, "batch_size": 10}
+    net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=1)
+    with pytest.raises(TrainingDiverged, match=r"try a lower learning rate \(it is \?\)$"):
+        fit(net, X, y, Blowup(), **quiet)
+    Blowup.lr = 0.25
+    with pytest.raises(TrainingDiverged, match=r"try a lower learning rate \(it is 0\.25\)$"):
+        fit(gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=1), X, y, Blowup(), **quiet)
+
+
 def test_momentum_turned_on_after_the_first_step_is_used():
     sizes = [4, 5]
     X, y = random_problem(sizes, 6, 0, "ce")

@@ -38,8 +38,9 @@ class DeviceUnavailableError(RuntimeError):
 # percent of a narrow step).  Same results: np.sum is np.add.reduce.
 _HOST_TWINS = types.SimpleNamespace(
     **{name: getattr(np, name) for name in ("add", "subtract", "multiply", "divide", "maximum", "greater",
-                                          "greater_equal", "equal", "exp", "log", "tanh", "reshape", "take")},
-    sum=np.add.reduce, max=np.maximum.reduce, argmax=lambda a, axis, out: a.argmax(axis=axis, out=out))
+                                          "greater_equal", "equal", "exp", "log", "tanh", "reshape")},
+    sum=np.add.reduce, max=np.maximum.reduce, argmax=lambda a, axis, out: a.argmax(axis=axis, out=out),
+    take=lambda a, indices, out: a.take(indices, out=out))
 
 
 class Backend:

@@ -16,7 +16,7 @@ class SGD:
     keeps the plain gradient.  Momentum is kept per model.
     """
 
-    chunk = 1 << 13       # the host twin's shortest pass: its scratch, and it stays in cache
+    chunk = 1 << 15       # the host twin's shortest pass: its scratch, and it stays in cache
 
     def __init__(self, lr, momentum=0.0, weight_decay=0.0):
         self.lr = number(lr, "lr", lambda v: v > 0, "a finite number > 0")

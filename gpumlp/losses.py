@@ -46,6 +46,11 @@ def _inverse(normalizer, N):
     return 1.0 / number(normalizer, "normalizer", lambda v: v > 0, "a finite number > 0 (the N to divide by)")
 
 
+def check_margin(margin):
+    """The hinge margin C as a float, after checking that it is a finite number >= 0."""
+    return number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+
+
 def softmax(xp, Y):
     """Column-wise softmax p = exp(Y) / Σ_rows exp(Y), shifted by the column max for stability."""
     E = xp.exp(Y - xp.max(Y, axis=0, keepdims=True))
@@ -88,7 +93,7 @@ class Loss:
         backend = _output(Y, min_rows=1 if self.name == "mse" else 2)
         K, N = Y.shape
         labels = to_labels(backend, labels, N, K)
-        C = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+        C = check_margin(margin)
         inv_norm = _inverse(normalizer, N)
         xp, new = backend.xp, backend.empty
         if backend.fused:

@@ -14,8 +14,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._checks import number, positive_int, to_labels
-from .losses import get_loss
+from ._checks import positive_int, to_labels
+from .losses import check_margin, get_loss
 
 __all__ = ["fit", "evaluate", "TrainingDiverged"]
 
@@ -78,7 +78,7 @@ def _score(net, data, loss_kernel, margin, batch_size=4096):
 def evaluate(net, X, y, loss="ce", margin=1.0, batch_size=4096):
     """``(mean loss, accuracy)`` of ``net`` on X (d0 × N) with labels y, as floats."""
     entry, batch_size = get_loss(loss), positive_int(batch_size, "batch_size")
-    margin = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+    margin = check_margin(margin)
     try:
         return _score(net, _Data(net, X, y), net.backend.kernel(entry.kernel), margin, batch_size)
     finally:
@@ -98,7 +98,7 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     if (X_test is None) != (y_test is None):
         raise ValueError("give X_test and y_test together, or neither")
     entry = get_loss(loss)
-    margin = number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
+    margin = check_margin(margin)
     if not hasattr(optimizer, "_update"):
         if not callable(getattr(optimizer, "step", None)):
             raise ValueError(f"optimizer must have a step(net) method, as gpumlp.SGD does; got {optimizer!r}")

@@ -52,11 +52,17 @@ class _PublicStep:
         self._update, self.lr = optimizer.step, getattr(optimizer, "lr", "?")
 
 
-def _step(net, Z0, labels, loss_kernel, margin, optimizer, loss_out, hit_out):
-    """One training step on a device batch, with no checks and no host reads."""
+def _forward_loss(net, Z0, labels, loss_kernel, margin, inv_norm, loss_out, hit_out):
+    """The forward pass, then the loss kernel: ∂L/∂Y into Δ_L's buffer, and each column's
+    loss (divided by 1 / ``inv_norm``) and hit into ``loss_out`` and ``hit_out``."""
     Y = net._forward(Z0)
     ws = net._ws
-    loss_kernel(Y, labels, ws.D[-1], loss_out, hit_out, 1.0 / Z0.shape[1], margin, ws.loss_scratch)
+    loss_kernel(Y, labels, ws.D[-1], loss_out, hit_out, inv_norm, margin, ws.loss_scratch)
+
+
+def _step(net, Z0, labels, loss_kernel, margin, optimizer, loss_out, hit_out):
+    """One training step on a device batch, with no checks and no host reads."""
+    _forward_loss(net, Z0, labels, loss_kernel, margin, 1.0 / Z0.shape[1], loss_out, hit_out)
     net._backward()
     optimizer._update(net)
 
@@ -67,9 +73,7 @@ def _score(net, data, loss_kernel, margin, batch_size=4096):
     xp, N = net.xp, data.N
     for s in range(0, N, batch_size):
         e = min(s + batch_size, N)
-        Y = net._forward(data.XT[s:e, :].T)
-        ws = net._ws
-        loss_kernel(Y, data.y[s:e], ws.D[-1], data.loss[s:e], data.hit[s:e], 1.0 / N, margin, ws.loss_scratch)
+        _forward_loss(net, data.XT[s:e, :].T, data.y[s:e], loss_kernel, margin, 1.0 / N, data.loss[s:e], data.hit[s:e])
     loss = net.backend.to_numpy(xp.sum(data.loss))
     hits = net.backend.to_numpy(data.hit)
     return float(loss), float(np.count_nonzero(hits)) / N

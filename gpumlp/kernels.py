@@ -344,15 +344,15 @@ _modules = {}
 
 
 def _function(cupy, template, dtype):
-    """The compiled kernel for ``template`` at ``dtype`` (one NVRTC build per process)."""
-    module = _modules.get("module")
-    if module is None:
-        module = _modules["module"] = cupy.RawModule(code=CUDA_SOURCE, options=("--std=c++14", "--fmad=false"),
-                                                     name_expressions=instantiations())
-    name = template.format(T=_TYPES[np.dtype(dtype).name])
-    fn = _modules.get(name)
+    """The compiled kernel for ``template`` at ``dtype`` (one NVRTC build per process; after
+    the first launch, one dictionary look-up)."""
+    fn = _modules.get((template, dtype))
     if fn is None:
-        fn = _modules[name] = module.get_function(name)
+        module = _modules.get("module")
+        if module is None:
+            module = _modules["module"] = cupy.RawModule(code=CUDA_SOURCE, options=("--std=c++14", "--fmad=false"),
+                                                         name_expressions=instantiations())
+        fn = _modules[(template, dtype)] = module.get_function(template.format(T=_TYPES[np.dtype(dtype).name]))
     return fn
 
 

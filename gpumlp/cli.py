@@ -81,11 +81,16 @@ def cmd_train(a):
     with threads.limit(n_threads):
         history = fit(net, scaler(Xtr), ytr, SGD(a.lr, a.momentum, a.weight_decay), loss=a.loss,
                       margin=a.margin, epochs=a.epochs, batch_size=a.batch_size,
-                      X_test=scaler(Xte), y_test=yte, seed=a.seed, progress=not a.no_progress)
+                      X_test=scaler(Xte), y_test=yte, seed=a.seed, progress=not a.no_progress,
+                      noise_scale=a.noise_scale)
     seconds = time.perf_counter() - t0
     final = history[-1]
     print(f"test accuracy {final['test_accuracy']:.4f}  test loss {final['test_loss']:.4f}  "
           f"({seconds:.1f} s, device {net.backend.name})")
+    if a.noise_scale:
+        fmt = lambda v: "not resolved" if v is None else f"{v:.0f}"   # noqa: E731
+        print(f"gradient noise scale B_simple: {fmt(final['b_simple'])} at the end (moving average), "
+              f"{fmt(final['b_simple_start'])} in the first epoch, {fmt(final['b_simple_mean'])} over the run")
     if a.out:
         meta = {"loss": a.loss, "margin": a.margin, "data": source, "data_sha256": data.fingerprint(X, y),
                 "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED}
@@ -151,6 +156,8 @@ def parser():
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--threads", type=_positive, default=None,
                    help="BLAS threads on the CPU (default: chosen from the layer sizes and batch size)")
+    t.add_argument("--noise-scale", action="store_true",
+                   help="measure the gradient noise scale B_simple from every batch and log it each epoch")
     t.add_argument("--out", metavar="DIR", help="write DIR/model.npz and DIR/metrics.json")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)

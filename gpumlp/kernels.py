@@ -8,6 +8,10 @@ A step needs, besides its GEMMs, only these element-wise passes:
                  column's loss and whether its argmax hit the label (one thread per column)
 * ``sgd``        v ← momentum·v + g + weight_decay·θ;  θ ← θ − lr·v   (over the flat buffer)
 
+and, only when per-example gradient norms are asked for (the gradient noise scale):
+
+* ``sample_sq``  s_n (+)= ‖Δ_k[:,n]‖² (‖Z_{k-1}[:,n]‖² + 1)           (per layer; twin only)
+
 Each kernel has two forms with the same semantics:
 
 * the **twin**, array-module code (``xp`` is NumPy, CuPy or an array-API namespace)
@@ -26,7 +30,8 @@ import os
 
 import numpy as np
 
-__all__ = ["Kernel", "bias_act", "act_grad", "LOSS_KERNELS", "SGD_KERNEL", "LossScratch", "CUDA_SOURCE",
+__all__ = ["Kernel", "bias_act", "act_grad", "LOSS_KERNELS", "SGD_KERNEL", "SAMPLE_SQ_KERNEL", "LossScratch",
+           "CUDA_SOURCE",
            "fused_enabled", "instantiations"]
 
 THREADS = 256
@@ -190,6 +195,28 @@ def _sgd_twin(xp, p, g, v, lr, momentum, weight_decay, tmp):
             d = vs
         xp.multiply(d, lr, out=t)
         xp.subtract(ps, t, out=ps)
+
+
+# -- per-example gradient norms -------------------------------------------------------------
+def _sample_sq_twin(xp, D, Z, bias, first, out, tmp, dn, zn):
+    """Layer k's share of each column's squared gradient norm: column n's term of
+    dW_k = Δ_k Z_{k-1}^T is the outer product Δ_k[:,n] Z_{k-1}[:,n]^T, whose squared
+    Frobenius norm is ‖Δ_k[:,n]‖² ‖Z_{k-1}[:,n]‖²; its term of db_k is Δ_k[:,n].  So
+    out = (or += unless ``first``) dn ⊙ (zn + bias), dn and zn the column sums of squares.
+    ``tmp`` is scratch with at least max(d_k, d_{k-1}) rows."""
+    t = tmp[:D.shape[0], :]
+    xp.multiply(D, D, out=t)
+    xp.sum(t, axis=0, out=dn)
+    t = tmp[:Z.shape[0], :]
+    xp.multiply(Z, Z, out=t)
+    xp.sum(t, axis=0, out=zn)
+    if bias:
+        xp.add(zn, 1.0, out=zn)
+    if first:
+        xp.multiply(dn, zn, out=out)
+    else:
+        xp.multiply(dn, zn, out=dn)
+        xp.add(out, dn, out=out)
 
 
 # -- CUDA -------------------------------------------------------------------------------
@@ -396,3 +423,6 @@ def _launch_sgd(cupy, kernel):
 LOSS_KERNELS = {name: Kernel(name, twin, f"{name}_loss<{{T}}>", _launch_loss)
                 for name, twin in (("ce", _ce_twin), ("hinge", _hinge_twin), ("mse", _mse_twin))}
 SGD_KERNEL = Kernel("sgd", _sgd_twin, "sgd<{T}, {M}>", _launch_sgd)
+# No compiled form yet: it runs only when per-example norms are asked for, and a new kernel
+# would stay off until it has run on a GPU; its twin is two CuPy kernels per array.
+SAMPLE_SQ_KERNEL = Kernel("sample_sq", _sample_sq_twin)

@@ -63,6 +63,7 @@ class _Workspace:
         self.ones = backend.zeros((n, 1), dt)
         self.ones += 1
         self.mask = self.tmp = self.loss_scratch = None
+        self.norms = None                 # the buffers of per-example gradient norms, made on first use
         if not backend.fused:
             widths = [d for f, d in zip(net.f, net.sizes[1:]) if not f.identity]
             if any(f.scratch == "bool" for f in net.f):
@@ -136,6 +137,7 @@ class MLP:
         kernel = self.backend.kernel      # the fused kernels of each layer, bound once
         self._bias_act = [kernel(kernels.bias_act(f, self.bias)) for f in self.f]
         self._scale = [kernel(kernels.act_grad(f)) for f in self.f]
+        self._sample_sq = kernel(kernels.SAMPLE_SQ_KERNEL)
         self._no_bias = [None] * L
 
         rng = np.random.default_rng(seed)
@@ -293,6 +295,37 @@ class MLP:
         if self.dW is None:
             self.dW = _ParamList(self._dW)
             self.db = None if self._db is None else _ParamList(self._db)
+
+    def sample_grad_sq_norms(self):
+        """Each sample's squared gradient norm, from the last backward pass, without forming
+        per-example gradients: the length-N device array s with
+
+            s_n = Σ_k ‖Δ_k[:,n]‖² (‖Z_{k-1}[:,n]‖² + 1)      (the + 1 only with biases),
+
+        the squared norm of column n's term in (dW, db), since dW_k = Σ_n Δ_k[:,n] Z_{k-1}[:,n]^T
+        and db_k = Σ_n Δ_k[:,n].  It costs O(N Σ d_k) on the cached Δ and Z.
+
+        Scaling: s_n is the norm of the term as it enters dW, so it carries the loss's
+        normaliser.  With a mean loss over a batch of B columns Δ holds the 1/B, column n's
+        term is g_n / B, and the per-example gradient g_n = ∇ℓ_n has ‖g_n‖² = B² s_n.
+        """
+        if not self._fresh:
+            raise RuntimeError("sample_grad_sq_norms() needs the gradients of the last forward pass: "
+                               "call net.backward(dY) after net.forward(X) first")
+        s = self._sample_sq_norms()
+        return self.xp.astype(s, s.dtype, copy=True)
+
+    def _sample_sq_norms(self):
+        """s (see :meth:`sample_grad_sq_norms`) into the workspace's buffer, which is returned
+        and is overwritten by the next call for the same batch size."""
+        ws = self._ws
+        if ws.norms is None:
+            new, n, dt = self.backend.empty, ws.n, self.params.dtype
+            ws.norms = (new((n,), dt), new((max(self.sizes), n), dt), new((n,), dt), new((n,), dt))
+        out, tmp, dn, zn = ws.norms
+        for k in range(self.n_layers):
+            self._sample_sq(ws.D[k], ws.Z[k], self.bias, k == 0, out, tmp, dn, zn)
+        return out
 
     def _release_inputs(self):
         """Forget the batches the private path cached as Z_0 (views of the caller's data),

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ._checks import positive_int, to_labels
 from .losses import check_margin, get_loss
+from .noise import NoiseScale, _StepRecords
 
 __all__ = ["fit", "evaluate", "TrainingDiverged"]
 
@@ -35,6 +36,7 @@ class _Data:
         self.loss = backend.empty((self.N,), net.params.dtype)        # each column's loss
         self.hit = backend.empty((self.N,), backend.dtype("bool"))    # argmax == label
         self.XTe = self.ye = None                                     # the epoch's shuffled copy
+        self.records = None                                           # per-step noise-scale records
 
     def shuffle(self, backend, order):
         """The epoch's order, gathered into XTe and ye (allocated once)."""
@@ -60,10 +62,14 @@ def _forward_loss(net, Z0, labels, loss_kernel, margin, inv_norm, loss_out, hit_
     loss_kernel(Y, labels, ws.D[-1], loss_out, hit_out, inv_norm, margin, ws.loss_scratch)
 
 
-def _step(net, Z0, labels, loss_kernel, margin, optimizer, loss_out, hit_out):
-    """One training step on a device batch, with no checks and no host reads."""
+def _step(net, Z0, labels, loss_kernel, margin, optimizer, loss_out, hit_out, records=None, i=0):
+    """One training step on a device batch, with no checks and no host reads.  With
+    ``records`` (a :class:`gpumlp.noise._StepRecords`), the per-example gradient norms and
+    |ḡ|² of the batch go into its row i, between the backward pass and the update."""
     _forward_loss(net, Z0, labels, loss_kernel, margin, 1.0 / Z0.shape[1], loss_out, hit_out)
     net._backward()
+    if records is not None:
+        records.record(net, i)
     optimizer._update(net)
 
 
@@ -90,13 +96,20 @@ def evaluate(net, X, y, loss="ce", margin=1.0, batch_size=4096):
 
 
 def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
-        X_test=None, y_test=None, seed=0, progress=True, log=tqdm.write):
+        X_test=None, y_test=None, seed=0, progress=True, log=tqdm.write, noise_scale=False):
     """Train ``net`` on X (d0 × N) and labels y; returns the per-epoch history.
 
     Each history entry holds epoch, loss and accuracy on the training batches
     (as they were seen during the epoch), seconds, and test_loss and
     test_accuracy when a test set is given.  Raises :class:`TrainingDiverged`
     when the loss becomes NaN or infinite.
+
+    ``noise_scale=True`` also measures the gradient noise scale from every batch
+    (:mod:`gpumlp.noise`; batches drawn without replacement from the N training
+    columns) and adds ``b_simple`` (moving averages), ``b_simple_mean`` (means over
+    the run so far) and ``b_simple_start`` (the first epoch) to each entry; None
+    while |G|² is not resolved.  A :class:`gpumlp.noise.NoiseScale` instance may be
+    passed instead of True, to choose its settings or to continue one.
     """
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     if (X_test is None) != (y_test is None):
@@ -107,8 +120,11 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
         if not callable(getattr(optimizer, "step", None)):
             raise ValueError(f"optimizer must have a step(net) method, as gpumlp.SGD does; got {optimizer!r}")
         optimizer = _PublicStep(optimizer)
+    if not (isinstance(noise_scale, (bool, NoiseScale))):
+        raise ValueError(f"noise_scale must be True, False or a gpumlp.noise.NoiseScale; got {noise_scale!r}")
     train = _Data(net, X, y)
     test = None if X_test is None else _Data(net, X_test, y_test)
+    noise = (NoiseScale(population=train.N) if noise_scale is True else noise_scale) or None
     kernel = net.backend.kernel(entry.kernel)
     rng = np.random.default_rng(seed)
     history = []
@@ -119,22 +135,26 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
         with np.errstate(over="ignore", invalid="ignore"), \
                 tqdm(total=epochs * n_steps, unit="batch", disable=not progress, leave=False) as bar:
             for epoch in range(1, epochs + 1):
-                history.append(_epoch(net, train, kernel, margin, optimizer, rng, batch_size, epoch, bar, test))
+                history.append(_epoch(net, train, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise))
                 log(_describe(history[-1], epochs))
     finally:
         net._release_inputs()             # the cached batches must not keep the data alive
     return history
 
 
-def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test):
+def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise=None):
     """One pass over the shuffled data; the host reads the step losses once, at the end."""
     backend, N = net.backend, data.N
     t0 = time.perf_counter()
     data.shuffle(backend, backend.asarray(rng.permutation(N), backend.dtype("int64")))
     starts = range(0, N, batch_size)
-    for s in starts:
+    if noise is not None and data.records is None:
+        data.records = _StepRecords(net, len(starts))
+    records = None if noise is None else data.records
+    for i, s in enumerate(starts):
         e = min(s + batch_size, N)
-        _step(net, data.XTe[s:e, :].T, data.ye[s:e], kernel, margin, optimizer, data.loss[s:e], data.hit[s:e])
+        _step(net, data.XTe[s:e, :].T, data.ye[s:e], kernel, margin, optimizer, data.loss[s:e], data.hit[s:e],
+              records, i)
         bar.update(1)
     columns = backend.to_numpy(data.loss)                  # the host reads only from here on
     steps = np.add.reduceat(columns, np.asarray(starts))   # each step's mean loss over its batch
@@ -148,6 +168,10 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
     sizes = np.minimum(batch_size, N - np.asarray(starts)).astype(np.float64)
     record = {"epoch": epoch, "loss": float(steps.astype(np.float64) @ sizes / N),
               "accuracy": float(np.count_nonzero(backend.to_numpy(data.hit))) / N}
+    if noise is not None:
+        noise.update(*records.read(backend, len(starts)), sizes)
+        record.update(b_simple=noise.b_simple, b_simple_mean=noise.b_simple_mean,
+                      b_simple_start=noise.b_simple_start)
     if test is not None:
         record["test_loss"], record["test_accuracy"] = _score(net, test, kernel, margin)
     record["seconds"] = time.perf_counter() - t0
@@ -158,4 +182,7 @@ def _describe(record, epochs):
     line = f"epoch {record['epoch']:>3}/{epochs}  loss {record['loss']:.4f}  acc {record['accuracy']:.4f}"
     if "test_accuracy" in record:
         line += f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}"
+    if "b_simple" in record:
+        b = record["b_simple"]
+        line += f"  B_simple {'-' if b is None else format(b, '.0f')}"
     return line

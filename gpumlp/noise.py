@@ -1,0 +1,159 @@
+"""The gradient noise scale B_simple = tr(Σ) / |G|², measured during training.
+
+McCandlish, Kaplan, Amodei et al. (2018), "An Empirical Model of Large-Batch
+Training": G is the true gradient, Σ the covariance of one example's gradient, and
+B_simple (their eq. 2.9) predicts the critical batch size, beyond which a larger
+batch buys fewer and fewer steps.
+
+One batch gives both estimates.  Let g_n be the per-example gradients of a batch of
+B columns and ḡ their mean (the batch gradient itself, before weight decay and
+momentum).  With m = mean_n |g_n|² (from :meth:`gpumlp.MLP.sample_grad_sq_norms`,
+m = B Σ_n s_n):
+
+    sample variance   V = B / (B − 1) · (m − |ḡ|²)
+
+Training draws each epoch's batches without replacement from D examples.  Then
+E[V] = tr(Σ)·D/(D − 1) and the batch mean's variance is tr(Σ)/B · (D − B)/(D − 1),
+with tr(Σ) the covariance of one example drawn uniformly from the D.  So
+
+    tr(Σ)_est = V (D − 1) / D          |G|²_est = |ḡ|² − tr(Σ)_est (D − B) / (B (D − 1))
+
+are unbiased.  Without a population (D = None, i.i.d. draws) they are V and
+|ḡ|² − V / B, their Appendix A with B_small = 1; used on a finite D, that |G|²_est is
+low by about tr(Σ)/D, which matters on the 1,437 training digits.
+
+Single estimates are noisy and |G|²_est can be negative, so :class:`NoiseScale`
+keeps separate averages of the two, in float64, and reports the ratio of the
+averages, never an average of ratios.  A batch of one column says nothing about
+the variance and is skipped.
+"""
+import math
+
+import numpy as np
+
+__all__ = ["estimate", "NoiseScale"]
+
+
+def estimate(sum_s, grad_sq, batch_size, population=None):
+    """``(tr_Σ, G2)``: the unbiased estimates of tr(Σ) and |G|² from one batch (or arrays of
+    batches), as float64.
+
+    ``sum_s`` is Σ_n s_n of :meth:`gpumlp.MLP.sample_grad_sq_norms` for a mean loss over
+    the batch, ``grad_sq`` = |ḡ|² its batch gradient's squared norm, ``batch_size`` B ≥ 2
+    (the global B when a batch is split), ``population`` the D the batches are drawn from
+    without replacement (None: i.i.d. draws).
+    """
+    B = np.asarray(batch_size, np.float64)
+    m = B * np.asarray(sum_s, np.float64)                 # mean_n |g_n|² = B² mean_n s_n
+    g2 = np.asarray(grad_sq, np.float64)
+    variance = B / (B - 1) * (m - g2)
+    if population is None:
+        return variance, g2 - variance / B
+    D = float(population)
+    trace = variance * (D - 1) / D
+    return trace, g2 - trace * (D - B) / (B * (D - 1))
+
+
+class NoiseScale:
+    """Running estimates of tr(Σ), |G|² and B_simple, fed the batches in the order taken.
+
+    ``population`` is the number of training examples D (batches drawn without
+    replacement), or None for i.i.d. draws.  ``decay`` is the factor of the
+    exponential moving averages (per step; their start is bias-corrected, as in Adam).
+    Besides those, plain means over every step so far give ``b_simple_mean``, the
+    value to compare with a sweep's critical batch size (their Table 1 averages over
+    the run).
+    """
+
+    def __init__(self, population=None, decay=0.95, start_samples=None):
+        if population is not None and (not isinstance(population, (int, np.integer)) or population < 2):
+            raise ValueError(f"population must be the number of examples (an integer >= 2) or None; got {population!r}")
+        if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+            raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
+        self.population, self.decay = population, float(decay)
+        # the start of training: the batches of the first epoch (or of start_samples examples)
+        self.start_samples = start_samples if start_samples is not None else (population or 1)
+        self.steps = 0                            # batches used (B ≥ 2)
+        self.samples = 0                          # examples seen, every batch counted
+        self._ema = [0.0, 0.0]                    # tr(Σ), |G|²  (before the bias correction)
+        self._weight = 0.0                        # 1 − decay^steps: the EMA's bias correction
+        self._sum = [0.0, 0.0]
+        self._start = [0.0, 0.0]
+
+    def update(self, sum_s, grad_sq, batch_size):
+        """Add the estimates of one or more batches, in the order they were taken."""
+        sum_s, grad_sq, B = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, np.float64))
+                                                  for a in (sum_s, grad_sq, batch_size)))
+        d = self.decay
+        for s, g, b in zip(sum_s.tolist(), grad_sq.tolist(), B.tolist()):
+            at_start = self.samples < self.start_samples
+            self.samples += int(b)
+            if b < 2:
+                continue
+            t, g = (float(v) for v in estimate(s, g, b, self.population))
+            self._ema = [d * self._ema[0] + (1 - d) * t, d * self._ema[1] + (1 - d) * g]
+            self._weight = d * self._weight + (1 - d)
+            self._sum = [self._sum[0] + t, self._sum[1] + g]
+            if at_start:
+                self._start = [self._start[0] + t, self._start[1] + g]
+            self.steps += 1
+        return self
+
+    @property
+    def trace(self):
+        """tr(Σ): the exponential moving average (None before any batch)."""
+        return self._ema[0] / self._weight if self.steps else None
+
+    @property
+    def grad_sq(self):
+        """|G|²: the exponential moving average (None before any batch)."""
+        return self._ema[1] / self._weight if self.steps else None
+
+    @property
+    def b_simple(self):
+        """tr(Σ) / |G|² from the moving averages; None while |G|² is not resolved (≤ 0)."""
+        return _ratio(*self._ema) if self.steps else None
+
+    @property
+    def b_simple_mean(self):
+        """tr(Σ) / |G|² from the means over every batch so far; None while |G|² ≤ 0."""
+        return _ratio(*self._sum) if self.steps else None
+
+    @property
+    def b_simple_start(self):
+        """tr(Σ) / |G|² from the means over the batches of the first ``start_samples`` examples
+        (by default the first epoch): the value at the start of training."""
+        return _ratio(*self._start) if self.steps else None
+
+    def __repr__(self):
+        return f"NoiseScale(b_simple={self.b_simple}, steps={self.steps}, population={self.population})"
+
+
+def _ratio(trace, grad_sq):
+    """tr(Σ) / |G|², or None where an estimate is not positive (not resolved yet)."""
+    value = trace / grad_sq if grad_sq > 0 and trace > 0 else math.nan
+    return value if math.isfinite(value) else None
+
+
+class _StepRecords:
+    """One epoch's per-step device records, Σ_n s_n and |ḡ|², for the host to read once
+    at the end of the epoch (so the steps never wait on it).  In the model's dtype:
+    |ḡ|² of a float32 model is a float32 dot product."""
+
+    def __init__(self, net, n_steps):
+        backend, dt = net.backend, net.params.dtype
+        self.sum_s = backend.empty((n_steps, 1), dt)
+        self.grad_sq = backend.empty((n_steps, 1), dt)
+        self._g = net.xp.reshape(net.grads, (1, -1))
+
+    def record(self, net, i):
+        """Step i's values, after the backward pass and before the update (unchecked)."""
+        xp = net.xp
+        s = net._sample_sq_norms()
+        xp.sum(xp.reshape(s, (1, -1)), axis=1, keepdims=True, out=self.sum_s[i:i + 1, :])
+        xp.matmul(self._g, self._g.T, out=self.grad_sq[i:i + 1, :])
+
+    def read(self, backend, n):
+        """The first n steps' records on the host, as float64 vectors."""
+        return (backend.to_numpy(self.sum_s)[:n, 0].astype(np.float64),
+                backend.to_numpy(self.grad_sq)[:n, 0].astype(np.float64))

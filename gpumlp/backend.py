@@ -70,7 +70,10 @@ class Backend:
 
     def kernel(self, k):
         """A callable that runs the fused kernel ``k`` (a :class:`gpumlp.kernels.Kernel`)
-        here: its twin on this array module, or its compiled form where ``fused``."""
+        here: its twin on this array module, or its compiled form where ``fused``.
+        Plain NumPy runs the kernel's ``host`` spelling where it has one."""
+        if k.host is not None and self._twins is _HOST_TWINS:
+            return k.host
         return functools.partial(k.twin, self._twins or self.xp)
 
     def dtype(self, name):

@@ -45,10 +45,12 @@ def fused_enabled():
 class Kernel:
     """One fused unit: a ``name`` (it counts as one kernel), the ``twin`` function
     ``twin(xp, *args)``, and the CUDA template ``cuda`` it compiles to (None when the
-    unit does no work, as ``f'`` of the identity)."""
+    unit does no work, as ``f'`` of the identity).  ``host``, where given, is a
+    NumPy-only spelling of the twin with the same arguments and results that plain
+    NumPy runs instead, where NumPy has a faster way (tests hold it to the twin)."""
 
-    def __init__(self, name, twin, cuda=None, launch=None):
-        self.name, self.twin, self.cuda, self.launch = name, twin, cuda, launch
+    def __init__(self, name, twin, cuda=None, launch=None, host=None):
+        self.name, self.twin, self.cuda, self.launch, self.host = name, twin, cuda, launch, host
 
     def __repr__(self):
         return f"<gpumlp kernel {self.name}>"
@@ -217,6 +219,20 @@ def _sample_sq_twin(xp, D, Z, bias, first, out, tmp, dn, zn):
     else:
         xp.multiply(dn, zn, out=dn)
         xp.add(out, dn, out=out)
+
+
+def _sample_sq_host(D, Z, bias, first, out, tmp, dn, zn):
+    """The twin on NumPy, with einsum's fused multiply-and-sum: no pass through ``tmp``,
+    and Z_0 (an F-contiguous view of the data) read in place."""
+    np.einsum("ij,ij->j", D, D, out=dn)
+    np.einsum("ij,ij->j", Z, Z, out=zn)
+    if bias:
+        np.add(zn, 1.0, out=zn)
+    if first:
+        np.multiply(dn, zn, out=out)
+    else:
+        np.multiply(dn, zn, out=dn)
+        np.add(out, dn, out=out)
 
 
 # -- CUDA -------------------------------------------------------------------------------
@@ -425,4 +441,4 @@ LOSS_KERNELS = {name: Kernel(name, twin, f"{name}_loss<{{T}}>", _launch_loss)
 SGD_KERNEL = Kernel("sgd", _sgd_twin, "sgd<{T}, {M}>", _launch_sgd)
 # No compiled form yet: it runs only when per-example norms are asked for, and a new kernel
 # would stay off until it has run on a GPU; its twin is two CuPy kernels per array.
-SAMPLE_SQ_KERNEL = Kernel("sample_sq", _sample_sq_twin)
+SAMPLE_SQ_KERNEL = Kernel("sample_sq", _sample_sq_twin, host=_sample_sq_host)

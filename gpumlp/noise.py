@@ -153,7 +153,7 @@ class _StepRecords:
         xp.sum(xp.reshape(s, (1, -1)), axis=1, keepdims=True, out=self.sum_s[i:i + 1, :])
         xp.matmul(self._g, self._g.T, out=self.grad_sq[i:i + 1, :])
 
-    def read(self, backend, n):
-        """The first n steps' records on the host, as float64 vectors."""
-        return (backend.to_numpy(self.sum_s)[:n, 0].astype(np.float64),
-                backend.to_numpy(self.grad_sq)[:n, 0].astype(np.float64))
+    def read(self, backend, start, stop):
+        """Steps start..stop−1's records on the host, as float64 vectors."""
+        return (backend.to_numpy(self.sum_s[start:stop, 0]).astype(np.float64),
+                backend.to_numpy(self.grad_sq[start:stop, 0]).astype(np.float64))

@@ -169,7 +169,7 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
     record = {"epoch": epoch, "loss": float(steps.astype(np.float64) @ sizes / N),
               "accuracy": float(np.count_nonzero(backend.to_numpy(data.hit))) / N}
     if noise is not None:
-        noise.update(*records.read(backend, len(starts)), sizes)
+        noise.update(*records.read(backend, 0, len(starts)), sizes)
         record.update(b_simple=noise.b_simple, b_simple_mean=noise.b_simple_mean,
                       b_simple_start=noise.b_simple_start)
     if test is not None:

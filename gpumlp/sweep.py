@@ -1,0 +1,204 @@
+"""Batch-size sweeps of training: learning-rate rules, training to a target accuracy,
+and the critical batch size fitted from steps-to-target.
+
+McCandlish, Kaplan, Amodei et al. (2018) model the trade-off between the steps S and
+the examples E = B·S needed to reach a given loss, each batch size B at its best
+learning rate, as
+
+    (S / S_min − 1) (E / E_min − 1) = 1,   so   S(B) = S_min + E_min / B,
+
+and the critical batch size B_crit = E_min / S_min, where the curve turns: below it
+a doubled batch halves the steps; above it the steps barely fall.  Their
+B_crit ≈ B_simple, the gradient noise scale of :mod:`gpumlp.noise`.
+
+``scripts/sweep_batch_sizes.py --mode train`` runs :func:`train_to_target` for every
+batch size, learning rate and seed, and fits :func:`fit_critical_batch`.
+"""
+import math
+import time
+
+import numpy as np
+
+from ._checks import number, positive_int
+from .losses import check_margin, get_loss
+from .noise import NoiseScale, _StepRecords
+from .optim import SGD
+from .train import _Data, _score, _step
+
+__all__ = ["LR_SCALINGS", "scaled_lr", "warmup_factor", "train_to_target", "fit_critical_batch"]
+
+LR_SCALINGS = ("none", "linear", "sqrt")
+
+
+def scaled_lr(base_lr, batch_size, base_batch_size, scaling):
+    """The learning rate a batch size gets from ``base_lr`` at ``base_batch_size``:
+    the same (``none``), in proportion to B (``linear``, Goyal et al. 2017), or to √B
+    (``sqrt``, Krizhevsky 2014)."""
+    base_lr = number(base_lr, "base_lr", lambda v: v > 0, "a finite number > 0")
+    batch_size, base_batch_size = positive_int(batch_size, "batch_size"), positive_int(base_batch_size, "base_batch_size")
+    if scaling not in LR_SCALINGS:
+        raise ValueError(f"lr scaling must be one of {', '.join(LR_SCALINGS)}; got {scaling!r}")
+    ratio = batch_size / base_batch_size
+    return base_lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling]
+
+
+def warmup_factor(samples_after_step, warmup_samples):
+    """The gradual warm-up's factor for a step after which ``samples_after_step`` examples
+    have been seen: it grows linearly to 1 over the first ``warmup_samples`` (1 without
+    warm-up)."""
+    if warmup_samples <= 0:
+        return 1.0
+    return min(1.0, samples_after_step / warmup_samples)
+
+
+def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.96, max_epochs=100,
+                    eval_every=256, seed=0, loss="ce", margin=1.0, warmup_samples=0, noise_scale=False):
+    """Train with mini-batch SGD until the test accuracy reaches ``target`` or
+    ``max_epochs`` pass; the test set is scored after the first step at or past every
+    ``eval_every`` training examples (so steps-to-target is resolved to about
+    max(1, eval_every / B) steps), and after the last step.
+
+    The batches are those of :func:`gpumlp.train.fit` (each epoch one permutation of
+    the columns from ``numpy.random.default_rng(seed)``, cut into batches; the last may
+    be shorter).  ``optimizer.lr`` is the peak learning rate; with ``warmup_samples``
+    it ramps up linearly over those first examples.
+
+    Returns a dict: ``reached`` (bool), ``diverged`` (the test loss became NaN or
+    infinite), ``steps``/``samples``/``epochs``/``seconds`` at the target (None when
+    it was not reached; seconds count training only, not scoring), the same for the
+    whole run as ``steps_run`` etc., ``final_test_accuracy``, ``best_test_accuracy``,
+    ``evaluations`` (step, samples, seconds, test_accuracy, test_loss each) and, with
+    ``noise_scale``, ``b_simple_to_target`` (tr(Σ) over |G|², each the mean over the
+    batches up to the target or to the end) and ``b_simple_start`` (the first epoch).
+    """
+    batch_size, max_epochs = positive_int(batch_size, "batch_size"), positive_int(max_epochs, "max_epochs")
+    eval_every = positive_int(eval_every, "eval_every")
+    target = number(target, "target", lambda v: 0 < v <= 1, "a test accuracy in (0, 1]")
+    warmup_samples = number(warmup_samples, "warmup_samples", lambda v: v >= 0, "a number >= 0")
+    entry, margin = get_loss(loss), check_margin(margin)
+    if not isinstance(optimizer, SGD):
+        raise ValueError(f"optimizer must be a gpumlp.SGD (its lr is ramped for the warm-up); got {optimizer!r}")
+    backend = net.backend
+    train, test = _Data(net, X, y), _Data(net, X_test, y_test)
+    kernel = backend.kernel(entry.kernel)
+    N, peak_lr = train.N, optimizer.lr
+    records = _StepRecords(net, -(-N // batch_size)) if noise_scale else None
+    noise = NoiseScale(population=N) if noise_scale else None
+    rng = np.random.default_rng(seed)
+    run = _Run(net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples, target, records, noise)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):    # a diverging run is reported, not warned about
+            for epoch in range(max_epochs):
+                if run.epoch(rng, last=epoch == max_epochs - 1):
+                    break
+    finally:
+        optimizer.lr = peak_lr
+        net._release_inputs()
+    out = run.out
+    step, samples, seconds = run.step, run.samples, run.seconds
+    accs = [ev["test_accuracy"] for ev in out["evaluations"]]
+    out.update(steps_run=step, samples_run=samples, epochs_run=samples / N, seconds_run=seconds,
+               final_test_accuracy=accs[-1], best_test_accuracy=max(accs))
+    if noise is not None:
+        out.update(b_simple_to_target=noise.b_simple_mean, b_simple_start=noise.b_simple_start,
+                   b_simple_end=noise.b_simple, noise_steps=noise.steps)
+    return out
+
+
+class _Run:
+    """The state of one :func:`train_to_target` run, an epoch at a time."""
+
+    def __init__(self, net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples,
+                 target, records, noise):
+        self.net, self.train, self.test, self.kernel, self.margin = net, train, test, kernel, margin
+        self.optimizer, self.peak_lr, self.B = optimizer, optimizer.lr, batch_size
+        self.eval_every, self.warmup_samples, self.target = eval_every, warmup_samples, target
+        self.records, self.noise = records, noise
+        self.starts = range(0, train.N, batch_size)
+        self.step = self.samples = 0
+        self.seconds, self.next_eval = 0.0, eval_every
+        self.out = {"reached": False, "diverged": False, "steps": None, "samples": None, "epochs": None,
+                    "seconds": None, "evaluations": []}
+
+    def epoch(self, rng, last):
+        """One pass over a new permutation; True when the run is over (target or divergence)."""
+        net, train, backend, N, B = self.net, self.train, self.net.backend, self.train.N, self.B
+        train.shuffle(backend, backend.asarray(rng.permutation(N), backend.dtype("int64")))
+        fed, t0 = 0, time.perf_counter()          # fed: this epoch's steps given to the noise scale
+        for i, s in enumerate(self.starts):
+            e = min(s + B, N)
+            if self.warmup_samples:
+                self.optimizer.lr = self.peak_lr * warmup_factor(self.samples + e - s, self.warmup_samples)
+            _step(net, train.XTe[s:e, :].T, train.ye[s:e], self.kernel, self.margin, self.optimizer,
+                  train.loss[s:e], train.hit[s:e], self.records, i)
+            self.step, self.samples = self.step + 1, self.samples + e - s
+            if self.samples < self.next_eval and not (last and e == N):
+                continue
+            backend.synchronize()                 # the clock stops for the scoring
+            self.seconds += time.perf_counter() - t0
+            fed = self._feed_noise(fed, i + 1)
+            if self._evaluate():
+                return True
+            t0 = time.perf_counter()
+        backend.synchronize()
+        self.seconds += time.perf_counter() - t0
+        self._feed_noise(fed, len(self.starts))   # the epoch's steps after its last scoring
+        return False
+
+    def _feed_noise(self, start, stop):
+        """Steps start..stop−1 of this epoch into the noise scale (a host read)."""
+        if self.noise is not None and stop > start:
+            N, B = self.train.N, self.B
+            sums, norms = self.records.read(self.net.backend, start, stop)
+            self.noise.update(sums, norms, [min(B, N - x) for x in self.starts[start:stop]])
+        return stop
+
+    def _evaluate(self):
+        """Score the test set; True when the target is reached or the run diverged."""
+        out, N = self.out, self.train.N
+        test_loss, acc = _score(self.net, self.test, self.kernel, self.margin)
+        out["evaluations"].append({"step": self.step, "samples": self.samples, "seconds": self.seconds,
+                                   "test_accuracy": acc, "test_loss": test_loss})
+        self.next_eval = (self.samples // self.eval_every + 1) * self.eval_every
+        if not math.isfinite(test_loss):
+            out["diverged"] = True
+            return True
+        if acc >= self.target:
+            out.update(reached=True, steps=self.step, samples=self.samples, epochs=self.samples / N,
+                       seconds=self.seconds)
+            return True
+        return False
+
+
+def fit_critical_batch(batch_sizes, steps):
+    """Fit S(B) = S_min + E_min / B to steps-to-target, by least squares on the relative
+    residuals (the steps span decades).  Returns a dict with s_min, e_min, b_crit =
+    E_min / S_min, rms_relative_residual and ``extrapolated`` (B_crit outside the batch
+    sizes fitted); or with b_crit None and ``why`` when the fit does not determine it:
+    fewer than 3 batch sizes, or B_crit beyond 10 times the largest batch size (S_min ≈ 0)
+    or below a tenth of the smallest (E_min ≈ 0)."""
+    B = np.asarray(batch_sizes, np.float64)
+    S = np.asarray(steps, np.float64)
+    if B.shape != S.shape or B.ndim != 1:
+        raise ValueError("batch_sizes and steps must be two sequences of the same length")
+    ok = np.isfinite(S) & (S > 0) & (B > 0)
+    B, S = B[ok], S[ok]
+    if len(np.unique(B)) < 3:
+        return {"s_min": None, "e_min": None, "b_crit": None, "rms_relative_residual": None, "points": int(len(B)),
+                "why": "fewer than 3 batch sizes reached the target"}
+    A = np.stack([np.ones_like(B), 1.0 / B], axis=1) / S[:, None]      # rows divided by S: relative residuals
+    (s_min, e_min), *_ = np.linalg.lstsq(A, np.ones_like(S), rcond=None)
+    resid = (s_min + e_min / B) / S - 1.0
+    out = {"s_min": float(s_min), "e_min": float(e_min), "b_crit": None,
+           "rms_relative_residual": float(np.sqrt(np.mean(resid ** 2))), "points": int(len(B))}
+    lo, hi = float(B.min()), float(B.max())
+    if s_min <= 0 or e_min > 10 * hi * s_min:
+        out["why"] = ("S_min ≈ 0: the steps still fall as 1/B at the largest batch, so B_crit lies beyond "
+                      "the batch sizes swept (more than 10 times the largest)")
+    elif e_min <= 0 or e_min < lo / 10 * s_min:
+        out["why"] = ("E_min ≈ 0: the steps do not fall with the batch size, so B_crit lies below the batch "
+                      "sizes swept (less than a tenth of the smallest)")
+    else:
+        out["b_crit"] = float(e_min / s_min)
+        out["extrapolated"] = not lo <= out["b_crit"] <= hi
+    return out

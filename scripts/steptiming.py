@@ -1,0 +1,284 @@
+"""Timing one training step side by side: what scripts/bench.py and the step mode of
+scripts/sweep_batch_sizes.py share.
+
+One step is forward, softmax cross-entropy, backward and SGD with momentum 0.9, on
+the same data, layer sizes and starting weights, for up to three contenders:
+
+  gpumlp   the step ``gpumlp train`` runs (``gpumlp.train._step``: no checks, no host reads);
+  torch    nn.Linear + ReLU, F.cross_entropy and torch.optim.SGD on the same device
+           (absent when PyTorch is not installed or cannot use the device);
+  floor    the step's GEMMs on preallocated outputs (W_k Z_{k-1}, W_k^T Δ_k, Δ_k Z_{k-1}^T, and
+           the GEMVs Δ_k 1) plus one in-place update of the parameters (θ −= lr·g): the work
+           no step can skip.
+
+They run interleaved, round after round, so machine noise hits all alike; every
+timed region is bracketed by synchronisations on a GPU.  Nothing here asserts a time.
+"""
+import datetime
+import os
+import platform
+import shlex
+import socket
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]         # the checkout's gpumlp, and its counting backend
+LR, MOMENTUM = 0.01, 0.9
+
+
+class Context:
+    """The device, dtype and threads every contender runs with, set up once: BLAS and
+    torch threads, TF32 on both sides or neither (CUPY_TF32 is read when CuPy is
+    imported, so this comes before the backend)."""
+
+    def __init__(self, device="cpu", dtype="float32", threads=1, tf32=False, torch=True):
+        os.environ["CUPY_TF32"] = "1" if tf32 else "0"
+        import numpy as np
+        from threadpoolctl import threadpool_limits
+        import gpumlp
+        self.np, self.gpumlp = np, gpumlp
+        self.device, self.dtype, self.threads, self.tf32 = device, dtype, threads, tf32
+        self.notes = []
+        self.torch = self._torch() if torch else None
+        self._limits = threadpool_limits(limits=threads)
+        self.backend = gpumlp.get_backend(device)          # raises DeviceUnavailableError
+        self.xp = self.backend.xp
+        self.sync = self.backend.synchronize
+        self.sync_torch = self.torch.cuda.synchronize if self.torch and device == "gpu" else (lambda: None)
+
+    def _torch(self):
+        try:
+            import torch
+        except ImportError as e:
+            self.notes.append(f"PyTorch is not importable ({e}); the torch column is skipped")
+            return None
+        if self.device == "gpu" and not torch.cuda.is_available():
+            self.notes.append(f"this PyTorch ({torch.__version__}) cannot use CUDA; the torch column is skipped")
+            return None
+        torch.set_num_threads(self.threads)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
+        return torch
+
+    def device_name(self):
+        if self.device == "gpu":
+            name = self.xp.cuda.runtime.getDeviceProperties(0)["name"]
+            return name.decode() if isinstance(name, bytes) else str(name)
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            name = platform.processor() or platform.machine()
+        return f"{name} ({os.cpu_count()} logical CPUs)"
+
+    def header(self, **settings):
+        """Date, machine, device, versions, command, threads: what a JSON record starts with."""
+        from threadpoolctl import threadpool_info
+        torch, np = self.torch, self.np
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "hostname": socket.gethostname(), "device": self.device_name(), "backend": self.backend.name,
+            "fused_kernels": self.backend.fused, "versions": {
+                "python": platform.python_version(), "numpy": np.__version__, "gpumlp": self.gpumlp.__version__,
+                "torch": torch.__version__ if torch else None,
+                "cupy": sys.modules["cupy"].__version__ if "cupy" in sys.modules else None},
+            "command": shlex.join([sys.executable] + sys.argv), "threads": self.threads,
+            "threadpools": [f"{i['internal_api']} {i['num_threads']} threads ({os.path.basename(i['filepath'])})"
+                            for i in threadpool_info()],
+            "torch_threads": torch.get_num_threads() if torch else None, "tf32": self.tf32,
+            "settings": {"dtype": self.dtype, "lr": LR, "momentum": MOMENTUM, **settings},
+            "load_average_before": os.getloadavg(),
+        }
+
+
+def step_flops(sizes, N):
+    """The floating-point operations of one step's GEMMs (forward, W^T Δ for k ≥ 2, dW)."""
+    pairs = list(zip(sizes, sizes[1:]))
+    return 2.0 * N * (2 * sum(a * b for a, b in pairs) + sum(a * b for a, b in pairs[1:]))
+
+
+def count_kernels(ctx, sizes, n):
+    """gpumlp's kernels per step on the counting backend: fused (as with GPUMLP_FUSED=1)
+    and twins (CuPy with the switch off), GEMMs apart, and the buffers a step allocates."""
+    from counting import TALLY, CountingBackend
+    from gpumlp.losses import LOSSES
+    from gpumlp.train import _Data, _step
+    gpumlp, np = ctx.gpumlp, ctx.np
+    out = {}
+    for mode in ("fused", "twins"):
+        net = gpumlp.MLP(sizes, dtype=ctx.dtype, device=CountingBackend(fused=mode == "fused"), seed=0)
+        data = _Data(net, np.zeros((sizes[0], n)), np.zeros(n, int))
+        opt, k = gpumlp.SGD(LR, MOMENTUM), net.backend.kernel(LOSSES["ce"].kernel)
+        for _ in range(2):
+            TALLY.clear()
+            _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+        out[mode] = {"gemm": len(TALLY.gemm), "other": len(TALLY.other), "names": list(TALLY.other),
+                     "allocations": list(TALLY.allocs)}
+    return out
+
+
+class Contenders:
+    """gpumlp, torch (when available) and the floor at batch size N, with their data on
+    the device outside the timed region.  ``steps`` lists (name, step, sync).  With
+    ``noise_scale``, a fourth contender "gpumlp+noise" is gpumlp's step with the
+    noise-scale records (per-example gradient norms and |ḡ|²)."""
+
+    def __init__(self, ctx, sizes, N, noise_scale=False):
+        from gpumlp.losses import LOSSES
+        from gpumlp.noise import _StepRecords
+        from gpumlp.train import _Data, _step
+        gpumlp, np, xp, torch = ctx.gpumlp, ctx.np, ctx.xp, ctx.torch
+        self.ctx, self.N = ctx, N
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((sizes[0], N)).astype(ctx.dtype)           # d0 × N, one sample per column
+        labels = rng.integers(0, sizes[-1], N)
+        net = self.net = gpumlp.MLP(sizes, activation="relu", dtype=ctx.dtype, device=ctx.backend, seed=0)
+        data, opt = self.data, self.opt = _Data(net, X, labels), gpumlp.SGD(LR, MOMENTUM)
+        kernel, Z0 = ctx.backend.kernel(LOSSES["ce"].kernel), data.XT.T
+
+        def gpumlp_step():
+            _step(net, Z0, data.y, kernel, 1.0, opt, data.loss, data.hit)
+        self.gpumlp_step = gpumlp_step
+        self.steps = [("gpumlp", gpumlp_step, ctx.sync)]
+
+        if noise_scale:
+            net2 = gpumlp.MLP(sizes, activation="relu", dtype=ctx.dtype, device=ctx.backend, seed=0)
+            data2, opt2, records = _Data(net2, X, labels), gpumlp.SGD(LR, MOMENTUM), _StepRecords(net2, 1)
+
+            def noise_step():
+                _step(net2, data2.XT.T, data2.y, kernel, 1.0, opt2, data2.loss, data2.hit, records, 0)
+            self.steps.append(("gpumlp+noise", noise_step, ctx.sync))
+
+        if torch is not None:
+            F = torch.nn.functional
+            tdev = "cuda" if ctx.device == "gpu" else "cpu"
+            layers, (W0, b0) = [], net.get_params()
+            for k, (w, b) in enumerate(zip(W0, b0)):
+                lin = torch.nn.Linear(w.shape[1], w.shape[0])
+                with torch.no_grad():                                   # the same starting weights
+                    lin.weight.copy_(torch.from_numpy(w))
+                    lin.bias.copy_(torch.from_numpy(b.ravel()))
+                layers += [lin] if k == len(W0) - 1 else [lin, torch.nn.ReLU()]
+            model = torch.nn.Sequential(*layers).to(device=tdev, dtype=getattr(torch, ctx.dtype))
+            topt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+            Xt = torch.from_numpy(np.ascontiguousarray(X.T)).to(tdev)     # N × d0, torch's layout
+            yt = torch.from_numpy(labels).to(tdev)
+
+            def torch_step():
+                topt.zero_grad()
+                F.cross_entropy(model(Xt), yt).backward()
+                topt.step()
+            self.steps.append(("torch", torch_step, ctx.sync_torch))
+
+        dt = ctx.backend.dtype(ctx.dtype)
+
+        def rand(*shape):
+            return ctx.backend.asarray(rng.standard_normal(shape) * 0.1, dt)
+        L = len(sizes) - 1
+        W = [rand(sizes[k + 1], sizes[k]) for k in range(L)]
+        Z = [Z0] + [rand(d, N) for d in sizes[1:-1]]
+        S, D, G = ([rand(d, N) for d in sizes[1:]] for _ in range(3))
+        dW, db = [xp.empty_like(w) for w in W], [rand(d, 1) for d in sizes[1:]]
+        ones = xp.ones((N, 1), dtype=dt)
+        theta, grad = rand(net.params.shape[0]), rand(net.params.shape[0])
+        scaled = xp.empty_like(grad)
+
+        def floor_step():
+            for k in range(L):
+                xp.matmul(W[k], Z[k], out=S[k])                 # S_k = W_k Z_{k-1}
+                if k > 0:
+                    xp.matmul(W[k].T, D[k], out=G[k - 1])       # W_k^T Δ_k
+                xp.matmul(D[k], Z[k].T, out=dW[k])              # dW_k = Δ_k Z_{k-1}^T
+                xp.matmul(D[k], ones, out=db[k])                # db_k = Δ_k 1 (a GEMV)
+            xp.multiply(grad, LR, out=scaled)                   # θ −= lr g
+            xp.subtract(theta, scaled, out=theta)
+        self.steps.append(("floor", floor_step, ctx.sync))
+
+    def rounds(self, warmup, rounds):
+        """Seconds per step of each contender: ``warmup`` untimed rounds, then ``rounds``
+        timed ones, interleaved (gpumlp, ..., floor, gpumlp, ...)."""
+        for _ in range(warmup):
+            for _, step, s in self.steps:
+                timed(step, s)
+        raw = {name: [] for name, _, _ in self.steps}
+        for _ in range(rounds):
+            for name, step, s in self.steps:
+                raw[name].append(timed(step, s))
+        return raw
+
+    def memory(self):
+        """Peak memory of gpumlp's steps (NumPy: tracemalloc; CuPy: a memory hook on the pool)
+        against params + grads + momentum + S, Z, Δ of one batch; the data on the device apart.
+        The workspaces and the optimizer's state are dropped first, so the steps measured make
+        them again: the twins' scratch and the optimizer's chunk buffer are counted."""
+        ctx, net, data, opt, N = self.ctx, self.net, self.data, self.opt, self.N
+        item = ctx.np.dtype(ctx.dtype).itemsize
+        n_params = net.params.shape[0]
+        szd = sum(2 * d * N for d in net.sizes[1:]) + sum(d * N for f, d in zip(net.f, net.sizes[1:]) if not f.identity)
+        model_bytes = (3 * n_params + szd) * item
+        data_bytes = data.XT.nbytes + data.y.nbytes + data.loss.nbytes + data.hit.nbytes   # fit adds a shuffled copy
+        net._workspaces.clear()
+        net._ws = net.S = net.Z = net.deltas = None          # nothing may keep the old workspace alive
+        opt._state.clear()
+        if ctx.device == "gpu":
+            tracker = _PoolPeak(ctx.xp)
+            ctx.sync()
+            with tracker.hook:
+                self.gpumlp_step()
+                self.gpumlp_step()
+                ctx.sync()
+            peak = tracker.peak + 2 * n_params * item
+            how = ("CuPy memory hook: peak bytes taken from the pool over two steps that re-make the "
+                   "workspace and optimizer state, + params and grads")
+        else:
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            self.gpumlp_step()
+            self.gpumlp_step()
+            peak = tracemalloc.get_traced_memory()[1] - base + 2 * n_params * item
+            tracemalloc.stop()
+            how = "tracemalloc peak over two steps that re-make the workspace and optimizer state, + params and grads"
+        return {"peak_bytes": int(peak), "model_bytes": int(model_bytes), "ratio": peak / model_bytes,
+                "data_bytes_separate": int(data_bytes), "how": how}
+
+
+class _PoolPeak:
+    """A CuPy memory hook that follows the bytes the pool hands out, and their peak."""
+
+    def __init__(self, cupy):
+        hook = self
+
+        class Hook(cupy.cuda.MemoryHook):
+            name = "gpumlp-peak"
+
+            def malloc_postprocess(self, **kw):        # CuPy calls hooks with keywords
+                hook.now += kw["mem_size"]
+                hook.peak = max(hook.peak, hook.now)
+
+            def free_postprocess(self, **kw):
+                hook.now -= kw["mem_size"]
+        self.hook, self.now, self.peak = Hook(), 0, 0
+
+
+def oracle_error(ctx, sizes, N):
+    """One step's gradients on this device against the NumPy float64 oracle: the
+    normwise relative error ‖g − g64‖_∞ / ‖g64‖_∞ (what TF32 costs, when it is on)."""
+    np, gpumlp = ctx.np, ctx.gpumlp
+    rng = np.random.default_rng(1)
+    X, labels = rng.standard_normal((sizes[0], N)), rng.integers(0, sizes[-1], N)
+    grads = []
+    for dev, dtype in ((ctx.backend, ctx.dtype), ("cpu", "float64")):
+        net = gpumlp.MLP(sizes, dtype=dtype, device=dev, seed=0)
+        net.backward(gpumlp.losses.cross_entropy(net.forward(X), labels)[1])
+        grads.append(gpumlp.to_numpy(net.grads).astype(np.float64))
+    return float(np.max(np.abs(grads[0] - grads[1])) / np.max(np.abs(grads[1])))
+
+
+def timed(step, sync):
+    sync()
+    t0 = time.perf_counter()
+    step()
+    sync()
+    return time.perf_counter() - t0

@@ -336,3 +336,19 @@ def test_without_the_flag_nothing_is_measured(capsys):
     from gpumlp import cli
     assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress"]) == 0
     assert "B_simple" not in capsys.readouterr().out
+
+
+def test_a_foreign_optimizer_gets_the_same_noise_scale():
+    sizes, X, labels = _network_problem(D=30)
+
+    class Plain:                        # only the public step(net)
+        lr = 1e-300
+
+        def step(self, net):
+            gpumlp.SGD(self.lr).step(net)
+    out = []
+    for opt in (gpumlp.SGD(1e-300), Plain()):
+        net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=0)
+        out.append(fit(net, X, labels, opt, epochs=2, batch_size=7, progress=False, log=lambda line: None,
+                       noise_scale=True)[-1]["b_simple"])
+    assert out[0] == pytest.approx(out[1], rel=1e-12)

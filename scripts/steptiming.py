@@ -122,8 +122,8 @@ def count_kernels(ctx, sizes, n):
 class Contenders:
     """gpumlp, torch (when available) and the floor at batch size N, with their data on
     the device outside the timed region.  ``steps`` lists (name, step, sync).  With
-    ``noise_scale``, a fourth contender "gpumlp+noise" is gpumlp's step with the
-    noise-scale records (per-example gradient norms and |ḡ|²)."""
+    ``noise_scale``, ``noise_step`` is gpumlp's step with the noise-scale records
+    (per-example gradient norms and |ḡ|²) on the same net, for :meth:`noise_blocks`."""
 
     def __init__(self, ctx, sizes, N, noise_scale=False):
         from gpumlp.losses import LOSSES
@@ -144,12 +144,11 @@ class Contenders:
         self.steps = [("gpumlp", gpumlp_step, ctx.sync)]
 
         if noise_scale:
-            net2 = gpumlp.MLP(sizes, activation="relu", dtype=ctx.dtype, device=ctx.backend, seed=0)
-            data2, opt2, records = _Data(net2, X, labels), gpumlp.SGD(LR, MOMENTUM), _StepRecords(net2, 1)
+            records = _StepRecords(net, 1)
 
             def noise_step():
-                _step(net2, data2.XT.T, data2.y, kernel, 1.0, opt2, data2.loss, data2.hit, records, 0)
-            self.steps.append(("gpumlp+noise", noise_step, ctx.sync))
+                _step(net, Z0, data.y, kernel, 1.0, opt, data.loss, data.hit, records, 0)
+            self.noise_step = noise_step
 
         if torch is not None:
             F = torch.nn.functional
@@ -207,6 +206,26 @@ class Contenders:
             for name, step, s in self.steps:
                 raw[name].append(timed(step, s))
         return raw
+
+    def noise_blocks(self, blocks=6, seconds=0.25):
+        """Seconds per step of gpumlp's step without and with the noise-scale records, in
+        alternating blocks of consecutive steps on the same net, as a training loop runs
+        them (interleaving single steps with other contenders' would charge the records
+        for cache misses another net's step caused).  Returns {"gpumlp": [...],
+        "gpumlp+noise": [...]}, one mean per block."""
+        sync = self.ctx.sync
+        self.gpumlp_step(), self.noise_step()
+        n = max(3, int(seconds / max(timed(self.gpumlp_step, sync), 1e-6)))
+        out = {"gpumlp": [], "gpumlp+noise": []}
+        for _ in range(blocks):
+            for name, step in (("gpumlp", self.gpumlp_step), ("gpumlp+noise", self.noise_step)):
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    step()
+                sync()
+                out[name].append((time.perf_counter() - t0) / n)
+        return out
 
     def memory(self):
         """Peak memory of gpumlp's steps (NumPy: tracemalloc; CuPy: a memory hook on the pool)

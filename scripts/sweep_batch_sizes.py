@@ -5,8 +5,9 @@ how the batch size changes training (--mode train).
 backward, SGD with momentum) of gpumlp, of the floor (the step's GEMMs on
 preallocated outputs plus one in-place update) and of PyTorch when it is installed,
 on the same device, dtype and threads, warmed up and interleaved round after round
-(scripts/steptiming.py).  --noise-scale adds gpumlp's step with the noise-scale
-measurement, to price it.
+(scripts/steptiming.py).  --noise-scale also prices the noise-scale measurement:
+gpumlp's step without and with it, in alternating blocks of consecutive steps on
+the same net, as a training loop runs them.
 
 --mode train trains on the data (the embedded digits, or --data F.npz) at every
 batch size until a target test accuracy, scoring the test split every --eval-every
@@ -18,11 +19,13 @@ steps to target it fits S(B) = S_min + E_min/B and reports B_crit = E_min/S_min
 beside B_simple (McCandlish et al. 2018).
 
 Both write DIR/sweep.csv, DIR/sweep.json (command, date, machine, device, versions,
-every raw timing or run) and DIR/sweep.png (with matplotlib; without it the sweep
+every raw timing, or every run with the test-score traces of the runs in the
+table) and DIR/sweep.png (with matplotlib; without it the sweep
 says so and writes the rest).  Train mode also writes DIR/runs.csv, one row per run.
 
   python scripts/sweep_batch_sizes.py --device cpu --batch-sizes 32,256 --out DIR   # quick check
   python scripts/sweep_batch_sizes.py --mode train --out DIR
+  python scripts/sweep_batch_sizes.py --replot DIR/sweep.json                      # the plot again
 It measures and prints; it never asserts a timing.
 """
 import argparse
@@ -30,6 +33,7 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -94,18 +98,22 @@ def parser():
     p.add_argument("--seed", type=int, default=0, help="data and weights (step); the first seed (train)")
     p.add_argument("--threads", type=positive(int), default=1, help="BLAS and torch threads")
     p.add_argument("--out", metavar="DIR", default=None, help="where the files go (default sweep-MODE)")
+    p.add_argument("--replot", metavar="SWEEP.json", default=None,
+                   help="only draw the plot of an earlier sweep's JSON, beside it (e.g. one run where "
+                        "matplotlib was missing)")
     s = p.add_argument_group("--mode step")
     s.add_argument("--rounds", type=positive(int), default=10, help="timed interleaved rounds per batch size")
     s.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     s.add_argument("--tf32", action="store_true", help="allow TF32 GEMMs on the GPU (both libraries)")
-    s.add_argument("--noise-scale", action="store_true", help="also time gpumlp's step with the noise scale")
+    s.add_argument("--noise-scale", action="store_true",
+                   help="also time gpumlp's step with the noise-scale measurement (blocks of consecutive steps)")
     t = p.add_argument_group("--mode train")
     t.add_argument("--data", metavar="FILE.npz", help="X (d0 × N) and y; default: the embedded digits")
-    t.add_argument("--seeds", type=positive(int), default=3, help="runs per batch size and lr: seeds SEED, SEED+1, ...")
+    t.add_argument("--seeds", type=positive(int), default=5, help="runs per batch size and lr: seeds SEED, SEED+1, ...")
     t.add_argument("--target", type=float, default=0.96, help="the test accuracy to reach")
     t.add_argument("--max-epochs", type=positive(int), default=50, help="the budget of one run")
     t.add_argument("--eval-every", type=positive(int), default=64, help="score the test split every this many examples")
-    t.add_argument("--lr-grid", type=float_list, default=[0.03, 0.1, 0.3, 1.0, 3.0],
+    t.add_argument("--lr-grid", type=float_list, default=[0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
                    help="learning rates tried at every batch size (the tuned default)")
     t.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], default=None,
                    help="instead of tuning, lr = --base-lr scaled from --base-batch-size by this rule")
@@ -123,6 +131,16 @@ def parser():
 
 def main(argv=None):
     a = parser().parse_args(argv)
+    if a.replot:
+        try:
+            with open(a.replot) as f:
+                record = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit(f"sweep: --replot {a.replot}: {e}")
+        path = Path(a.replot).with_suffix(".png")
+        why_not = plot(record, path)
+        print(f"no plot: {why_not}" if why_not else f"wrote {path}")
+        return 1 if why_not else 0
     if a.mode == "train" and not 0 < a.target <= 1:
         sys.exit(f"sweep: --target must be a test accuracy in (0, 1]; got {a.target}")
     if a.warmup_epochs < 0 or not 0 <= a.momentum < 1 or a.weight_decay < 0:
@@ -143,8 +161,11 @@ def main(argv=None):
     write_csv(out / "sweep.csv", record["table"])
     if a.mode == "train":
         write_csv(out / "runs.csv", [{k: v for k, v in r.items() if k != "evaluations"} for r in record["runs"]])
+    # the JSON: the header and tables readable, the long lists of numbers one per line no more
+    text = json.dumps(record, indent=1)
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
     with open(out / "sweep.json", "w") as f:
-        json.dump(record, f, indent=1)
+        f.write(text)
     why_not = plot(record, out / "sweep.png")
     written = ["sweep.csv", "sweep.json"] + (["runs.csv"] if a.mode == "train" else [])
     if why_not:
@@ -168,26 +189,30 @@ def step_sweep(ctx, a):
     kernels = count_kernels(ctx, sizes, min(a.batch_sizes))
     active = kernels["fused" if ctx.backend.fused else "twins"]
     rows, raw_all = [], {}
-    for N in tqdm(a.batch_sizes, desc="batch sizes", unit="N", leave=False):
+    for N in tqdm(a.batch_sizes, desc="batch sizes", unit="N", leave=False, disable=None):
         contenders = Contenders(ctx, sizes, N, noise_scale=a.noise_scale)
         raw = contenders.rounds(a.warmup, a.rounds)
+        blocks = contenders.noise_blocks() if a.noise_scale else {}
         mem = contenders.memory()
         raw_all[N] = {k: [1e3 * t for t in v] for k, v in raw.items()}
+        if blocks:
+            raw_all[N]["noise_scale_blocks"] = {k: [1e3 * t for t in v] for k, v in blocks.items()}
         best = {k: 1e3 * min(v) for k, v in raw.items()}
         median = {k: 1e3 * statistics.median(v) for k, v in raw.items()}
         g = best["gpumlp"]
         row = {"batch_size": N}
-        for name in ("gpumlp", "floor", "torch") + (("gpumlp+noise",) if a.noise_scale else ()):
-            key = name.replace("+", "_")
-            row[f"{key}_ms_min"], row[f"{key}_ms_median"] = best.get(name), median.get(name)
+        for name in ("gpumlp", "floor", "torch"):
+            row[f"{name}_ms_min"], row[f"{name}_ms_median"] = best.get(name), median.get(name)
         row.update(samples_per_s=N / (g / 1e3), gflops=step_flops(sizes, N) / (g / 1e3) / 1e9,
                    gpumlp_over_floor=g / best["floor"],
                    gpumlp_over_torch=g / best["torch"] if "torch" in best else None,
                    peak_memory_bytes=mem["peak_bytes"], peak_memory_over_model=mem["ratio"],
                    kernels_per_step=active["other"], gemms_per_step=active["gemm"],
                    kernels_per_step_fused=kernels["fused"]["other"], kernels_per_step_twins=kernels["twins"]["other"])
-        if a.noise_scale:
-            row["noise_scale_overhead"] = best["gpumlp+noise"] / g - 1
+        if blocks:
+            plain, noisy = blocks["gpumlp"], blocks["gpumlp+noise"]
+            row["noise_scale_overhead"] = min(noisy) / min(plain) - 1
+            row["noise_scale_overhead_median"] = statistics.median(noisy) / statistics.median(plain) - 1
         rows.append(row)
     header["load_average_after"] = os.getloadavg()
     print_table(rows, [("batch_size", "N", "d"), ("gpumlp_ms_min", "gpumlp ms", ".3f"),
@@ -251,13 +276,18 @@ def train_sweep(ctx, a):
     header["settings"]["momentum"] = a.momentum
     jobs = [(B, lr, seed) for B in a.batch_sizes for lr in lr_choices(a, B)[0] for seed in seeds]
     runs = []
-    for B, lr, seed in tqdm(jobs, desc="runs", unit="run", leave=False):
+    for B, lr, seed in tqdm(jobs, desc="runs", unit="run", leave=False, disable=None):
         net = gpumlp.MLP(sizes, dtype=a.dtype, device=ctx.backend, seed=seed)
         r = train_to_target(net, Xtr, ytr, Xte, yte, gpumlp.SGD(lr, a.momentum, a.weight_decay), B,
                             target=a.target, max_epochs=a.max_epochs, eval_every=a.eval_every, seed=seed,
                             loss=a.loss, warmup_samples=a.warmup_epochs * D, noise_scale=True)
         runs.append({"batch_size": B, "lr": lr, "seed": seed, **r})
     table = summarize(a, runs, seeds)
+    chosen = {(r["batch_size"], r["lr"]) for r in table}
+    for r in runs:          # the JSON keeps the test-score traces of the runs in the table, as columns
+        trace = r.pop("evaluations")
+        if (r["batch_size"], r["lr"]) in chosen:
+            r["evaluations"] = {k: [e[k] for e in trace] for k in trace[0]}
     reached = [r for r in table if r["steps_to_target"] is not None]
     fit = fit_critical_batch([r["batch_size"] for r in reached], [r["steps_to_target"] for r in reached])
     predicted = [r["b_simple"] for r in table if r["b_simple"] is not None]
@@ -373,8 +403,8 @@ def _plot_step(plt, record):
     rows, h = record["table"], record["header"]
     B = [r["batch_size"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label, style in (("gpumlp", "gpumlp", "o-"), ("gpumlp_noise", "gpumlp + noise scale", "^:"),
-                              ("torch", "PyTorch", "s--"), ("floor", "floor (GEMMs + update)", "k.-")):
+    for key, label, style in (("gpumlp", "gpumlp", "o-"), ("torch", "PyTorch", "s--"),
+                              ("floor", "floor (GEMMs + update)", "k.-")):
         ms = [r.get(f"{key}_ms_min") for r in rows]
         if any(v is None for v in ms):
             continue
@@ -396,6 +426,7 @@ def _plot_step(plt, record):
 
 def _plot_train(plt, record):
     import numpy as np
+    from matplotlib.ticker import NullFormatter
     rows, model = record["table"], record["model"]
     fit = model["fit"]
     ok = [r for r in rows if r["steps_to_target"] is not None]
@@ -411,9 +442,12 @@ def _plot_train(plt, record):
     for b, e, s in zip(B, E, S):
         ax1.annotate(f"{b:.0f}", (e, s), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if fit["b_crit"]:
-        t = np.geomspace(1.02, 200, 200)        # (S/S_min − 1)(E/E_min − 1) = 1, parametrised by S/S_min − 1 = 1/t
-        ax1.plot(fit["e_min"] * (1 + t), fit["s_min"] * (1 + 1 / t), "-", color="C1",
-                 label="(S/S_min − 1)(E/E_min − 1) = 1")
+        t = np.geomspace(1e-2, 1e3, 300)        # (S/S_min − 1)(E/E_min − 1) = 1, parametrised by E/E_min − 1 = t
+        curve_E, curve_S = fit["e_min"] * (1 + t), fit["s_min"] * (1 + 1 / t)
+        keep = (curve_S <= 2 * max(S)) & (curve_E <= 2 * max(E))
+        ax1.plot(curve_E[keep], curve_S[keep], "-", color="C1", label="(S/S_min − 1)(E/E_min − 1) = 1")
+        ax1.axhline(fit["s_min"], color="C1", lw=0.8, ls=":")
+        ax1.axvline(fit["e_min"], color="C1", lw=0.8, ls=":")
     ax1.set_xlabel("examples to target E")
     ax1.set_ylabel("steps to target S")
     ax1.set_title("steps vs examples (the Pareto front)", fontsize=9)
@@ -442,6 +476,7 @@ def _plot_train(plt, record):
         if ok:
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no batch size reached the target", ha="center", transform=ax.transAxes)

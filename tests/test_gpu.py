@@ -151,3 +151,26 @@ def test_a_steady_gpu_step_takes_no_memory_from_the_pool(mode):
     _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
     cupy.cuda.get_current_stream().synchronize()
     assert (pool.used_bytes(), pool.total_bytes()) == before
+
+
+@pytest.mark.parametrize("mode", ["twins", "fused"])
+def test_per_example_norms_and_the_noise_scale_on_the_gpu(mode):
+    """sample_grad_sq_norms on CuPy float32 against NumPy float64 (Z_0 an F-contiguous batch
+    view, as fit gives it), and fit's noise scale on the GPU against the CPU's."""
+    from gpumlp.train import fit
+    sizes = [32, 64, 48, 10]
+    X, y = random_problem(sizes, 256, 1, "ce")
+    for dev, dtype in ((backends()[mode], "float32"), ("cpu", "float64")):
+        net = gpumlp.MLP(sizes, dtype=dtype, device=dev, seed=0)
+        net.backward(gpumlp.losses.cross_entropy(net.forward(X), y)[1])
+        s = host(net.sample_grad_sq_norms())
+        if dtype == "float32":
+            gpu_s = s
+    assert rel_err(gpu_s, s) < 1e-4
+    b = []
+    for dev, dtype in ((backends()[mode], "float32"), ("cpu", "float64")):
+        net = gpumlp.MLP(sizes, dtype=dtype, device=dev, seed=0)
+        h = fit(net, X, y, gpumlp.SGD(0.05), epochs=2, batch_size=32, progress=False, log=lambda line: None,
+                noise_scale=True)
+        b.append(h[-1]["b_simple_mean"])
+    assert b[0] == pytest.approx(b[1], rel=1e-3)

@@ -242,6 +242,10 @@ def test_without_matplotlib_the_sweep_still_writes_csv_and_json(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "no plot: matplotlib is not installed" in p.stdout
     assert (out / "sweep.csv").exists() and (out / "sweep.json").exists() and not (out / "sweep.png").exists()
+    if _has("matplotlib"):                  # drawn later, where matplotlib is, from the JSON alone
+        p = run_sweep("--replot", out / "sweep.json")
+        assert p.returncode == 0, p.stderr
+        assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bad_arguments_are_refused_before_any_work(tmp_path):

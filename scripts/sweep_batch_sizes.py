@@ -36,6 +36,7 @@ import os
 import re
 import statistics
 import sys
+import zipfile
 from pathlib import Path
 
 from steptiming import Contenders, Context, count_kernels, step_flops
@@ -157,7 +158,10 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         sys.exit(f"sweep: --out {out}: cannot create that folder ({e.strerror})")
-    record = step_sweep(ctx, a) if a.mode == "step" else train_sweep(ctx, a)
+    try:
+        record = step_sweep(ctx, a) if a.mode == "step" else train_sweep(ctx, a)
+    except ValueError as e:                 # gpumlp's checks: a bad --test-fraction, data, ...
+        sys.exit(f"sweep: {e}")
     write_csv(out / "sweep.csv", record["table"])
     if a.mode == "train":
         write_csv(out / "runs.csv", [{k: v for k, v in r.items() if k != "evaluations"} for r in record["runs"]])
@@ -235,8 +239,8 @@ def load_data(a):
     if a.data:
         try:
             X, y = data.load_npz(a.data)
-        except (OSError, ValueError) as e:
-            sys.exit(f"sweep: --data {a.data}: {e}")
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            sys.exit(f"sweep: --data {a.data}: cannot read it ({e})")
         source = os.path.abspath(a.data)
     else:
         (X, y), source = data.load_digits(), "digits"

@@ -250,7 +250,10 @@ def test_without_matplotlib_the_sweep_still_writes_csv_and_json(tmp_path):
 
 def test_bad_arguments_are_refused_before_any_work(tmp_path):
     for args, match in [(["--batch-sizes", "32,-1"], "positive integers"), (["--lr-grid", "0,1"], "positive numbers"),
-                        (["--mode", "train", "--target", "2"], "--target"), (["--sizes", "8,8", "--hidden", "4"], "not allowed")]:
+                        (["--mode", "train", "--target", "2"], "--target"), (["--sizes", "8,8", "--hidden", "4"], "not allowed"),
+                        (["--mode", "train", "--test-fraction", "1.5"], "test_fraction"),
+                        (["--mode", "train", "--sizes", "10,4,10"], "d0 = 64"),
+                        (["--mode", "train", "--data", tmp_path / "missing.npz"], "cannot read")]:
         p = run_sweep(*args, "--out", tmp_path / "x")
         assert p.returncode != 0 and match in p.stderr, (args, p.stderr)
 

@@ -321,7 +321,8 @@ class MLP:
         ws = self._ws
         if ws.norms is None:
             new, n, dt = self.backend.empty, ws.n, self.params.dtype
-            ws.norms = (new((n,), dt), new((max(self.sizes), n), dt), new((n,), dt), new((n,), dt))
+            host = self._sample_sq is kernels.SAMPLE_SQ_KERNEL.host     # NumPy's einsum needs no scratch
+            ws.norms = (new((n,), dt), None if host else new((max(self.sizes), n), dt), new((n,), dt), new((n,), dt))
         out, tmp, dn, zn = ws.norms
         for k in range(self.n_layers):
             self._sample_sq(ws.D[k], ws.Z[k], self.bias, k == 0, out, tmp, dn, zn)
@@ -329,9 +330,12 @@ class MLP:
 
     def _release_inputs(self):
         """Forget the batches the private path cached as Z_0 (views of the caller's data),
-        so that a finished fit, evaluate or predict does not keep that data alive."""
+        so that a finished fit, evaluate or predict does not keep that data alive.  The
+        cache of the last pass goes with them: a backward pass or per-example norms need
+        a new forward pass (the parameters and their gradients stay)."""
         for ws in self._workspaces.values():
             ws.Z[0] = None
+        self._ws, self._fresh = None, False
 
     # -- conveniences ------------------------------------------------------------
     def _batches(self, X, batch_size):

@@ -20,7 +20,7 @@ with tr(Σ) the covariance of one example drawn uniformly from the D.  So
 
 are unbiased.  Without a population (D = None, i.i.d. draws) they are V and
 |ḡ|² − V / B, their Appendix A with B_small = 1; used on a finite D, that |G|²_est is
-low by about tr(Σ)/D, which matters on the 1,437 training digits.
+low by about tr(Σ)/D, which matters on the 1,438 training digits.
 
 Single estimates are noisy and |G|²_est can be negative, so :class:`NoiseScale`
 keeps separate averages of the two, in float64, and reports the ratio of the
@@ -44,6 +44,8 @@ def estimate(sum_s, grad_sq, batch_size, population=None):
     without replacement (None: i.i.d. draws).
     """
     B = np.asarray(batch_size, np.float64)
+    if np.any(B < 2):
+        raise ValueError(f"a batch of fewer than 2 columns says nothing about the variance; got batch_size {batch_size}")
     m = B * np.asarray(sum_s, np.float64)                 # mean_n |g_n|² = B² mean_n s_n
     g2 = np.asarray(grad_sq, np.float64)
     variance = B / (B - 1) * (m - g2)
@@ -66,13 +68,17 @@ class NoiseScale:
     """
 
     def __init__(self, population=None, decay=0.95, start_samples=None):
-        if population is not None and (not isinstance(population, (int, np.integer)) or population < 2):
+        if population is not None and (isinstance(population, bool) or not isinstance(population, (int, np.integer))
+                                       or population < 2):
             raise ValueError(f"population must be the number of examples (an integer >= 2) or None; got {population!r}")
-        if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating, np.integer)) or not 0 <= decay < 1:
             raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
+        if start_samples is not None and (isinstance(start_samples, bool)
+                                          or not isinstance(start_samples, (int, np.integer)) or start_samples < 1):
+            raise ValueError(f"start_samples must be a positive integer or None; got {start_samples!r}")
         self.population, self.decay = population, float(decay)
         # the start of training: the batches of the first epoch (or of start_samples examples)
-        self.start_samples = start_samples if start_samples is not None else (population or 1)
+        self.start_samples = int(start_samples or population or 1)
         self.steps = 0                            # batches used (B ≥ 2)
         self.samples = 0                          # examples seen, every batch counted
         self._ema = [0.0, 0.0]                    # tr(Σ), |G|²  (before the bias correction)
@@ -84,19 +90,18 @@ class NoiseScale:
         """Add the estimates of one or more batches, in the order they were taken."""
         sum_s, grad_sq, B = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, np.float64))
                                                   for a in (sum_s, grad_sq, batch_size)))
+        seen = self.samples + np.cumsum(B) - B    # examples seen before each batch
+        self.samples += int(B.sum())
+        keep = B >= 2
+        trace, g2 = estimate(sum_s[keep], grad_sq[keep], B[keep], self.population)
+        start = seen[keep] < self.start_samples
+        self._sum = [self._sum[0] + float(trace.sum()), self._sum[1] + float(g2.sum())]
+        self._start = [self._start[0] + float(trace[start].sum()), self._start[1] + float(g2[start].sum())]
         d = self.decay
-        for s, g, b in zip(sum_s.tolist(), grad_sq.tolist(), B.tolist()):
-            at_start = self.samples < self.start_samples
-            self.samples += int(b)
-            if b < 2:
-                continue
-            t, g = (float(v) for v in estimate(s, g, b, self.population))
+        for t, g in zip(trace.tolist(), g2.tolist()):
             self._ema = [d * self._ema[0] + (1 - d) * t, d * self._ema[1] + (1 - d) * g]
             self._weight = d * self._weight + (1 - d)
-            self._sum = [self._sum[0] + t, self._sum[1] + g]
-            if at_start:
-                self._start = [self._start[0] + t, self._start[1] + g]
-            self.steps += 1
+        self.steps += len(trace)
         return self
 
     @property

@@ -23,7 +23,7 @@ from ._checks import number, positive_int
 from .losses import check_margin, get_loss
 from .noise import NoiseScale, _StepRecords
 from .optim import SGD
-from .train import _Data, _score, _step
+from .train import _Data, _forward_loss, _score, _step
 
 __all__ = ["LR_SCALINGS", "scaled_lr", "warmup_factor", "train_to_target", "fit_critical_batch"]
 
@@ -69,7 +69,13 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     whole run as ``steps_run`` etc., ``final_test_accuracy``, ``best_test_accuracy``,
     ``evaluations`` (step, samples, seconds, test_accuracy, test_loss each) and, with
     ``noise_scale``, ``b_simple_to_target`` (tr(Σ) over |G|², each the mean over the
-    batches up to the target or to the end) and ``b_simple_start`` (the first epoch).
+    batches up to the target or to the end), ``b_simple_init`` (the same at the starting
+    parameters, from one pass over the data without updates, before the clock starts),
+    ``b_simple_first_epoch`` and ``b_simple_end`` (the moving averages at the end).
+
+    On a GPU the clock stops at every scoring, which synchronises the device: with
+    B ≥ ``eval_every`` that is after every step, so host and device do not overlap
+    across steps as they would in plain training, and large batches are charged for it.
     """
     batch_size, max_epochs = positive_int(batch_size, "batch_size"), positive_int(max_epochs, "max_epochs")
     eval_every = positive_int(eval_every, "eval_every")
@@ -85,6 +91,7 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     records = _StepRecords(net, -(-N // batch_size)) if noise_scale else None
     noise = NoiseScale(population=N) if noise_scale else None
     rng = np.random.default_rng(seed)
+    init = _noise_at_init(net, train, kernel, margin, batch_size, records, seed) if noise_scale else None
     run = _Run(net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples, target, records, noise)
     try:
         with np.errstate(over="ignore", invalid="ignore"):    # a diverging run is reported, not warned about
@@ -100,9 +107,27 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     out.update(steps_run=step, samples_run=samples, epochs_run=samples / N, seconds_run=seconds,
                final_test_accuracy=accs[-1], best_test_accuracy=max(accs))
     if noise is not None:
-        out.update(b_simple_to_target=noise.b_simple_mean, b_simple_start=noise.b_simple_start,
-                   b_simple_end=noise.b_simple, noise_steps=noise.steps)
+        out.update(b_simple_to_target=noise.b_simple_mean, b_simple_init=init.b_simple_mean,
+                   b_simple_first_epoch=noise.b_simple_start, b_simple_end=noise.b_simple, noise_steps=noise.steps)
     return out
+
+
+def _noise_at_init(net, train, kernel, margin, batch_size, records, seed):
+    """B_simple at the starting parameters: one pass over the data in batches of
+    ``batch_size``, forward and backward without updates (not counted as training).
+    Its order comes from its own generator, so the run's batches are unchanged."""
+    backend, N = net.backend, train.N
+    order = np.random.default_rng([seed, 1]).permutation(N)
+    train.shuffle(backend, backend.asarray(order, backend.dtype("int64")))
+    starts = range(0, N, batch_size)
+    for i, s in enumerate(starts):
+        e = min(s + batch_size, N)
+        _forward_loss(net, train.XTe[s:e, :].T, train.ye[s:e], kernel, margin, 1.0 / (e - s),
+                      train.loss[s:e], train.hit[s:e])
+        net._backward()
+        records.record(net, i)
+    return NoiseScale(population=N).update(*records.read(backend, 0, len(starts)),
+                                           [min(batch_size, N - s) for s in starts])
 
 
 class _Run:

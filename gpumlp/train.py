@@ -125,6 +125,9 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     train = _Data(net, X, y)
     test = None if X_test is None else _Data(net, X_test, y_test)
     noise = (NoiseScale(population=train.N) if noise_scale is True else noise_scale) or None
+    if noise is not None and noise.population not in (None, train.N):
+        raise ValueError(f"the NoiseScale's population is {noise.population}, but the training data has "
+                         f"{train.N} columns: batches are drawn from those")
     kernel = net.backend.kernel(entry.kernel)
     rng = np.random.default_rng(seed)
     history = []

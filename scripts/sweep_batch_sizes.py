@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 import sys
 import zipfile
@@ -130,8 +131,13 @@ def parser():
     return p
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt       # a timeout's SIGTERM, like Ctrl-C: write what was measured
+
+
 def main(argv=None):
     a = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     if a.replot:
         try:
             with open(a.replot) as f:
@@ -193,31 +199,12 @@ def step_sweep(ctx, a):
     kernels = count_kernels(ctx, sizes, min(a.batch_sizes))
     active = kernels["fused" if ctx.backend.fused else "twins"]
     rows, raw_all = [], {}
-    for N in tqdm(a.batch_sizes, desc="batch sizes", unit="N", leave=False, disable=None):
-        contenders = Contenders(ctx, sizes, N, noise_scale=a.noise_scale)
-        raw = contenders.rounds(a.warmup, a.rounds)
-        blocks = contenders.noise_blocks() if a.noise_scale else {}
-        mem = contenders.memory()
-        raw_all[N] = {k: [1e3 * t for t in v] for k, v in raw.items()}
-        if blocks:
-            raw_all[N]["noise_scale_blocks"] = {k: [1e3 * t for t in v] for k, v in blocks.items()}
-        best = {k: 1e3 * min(v) for k, v in raw.items()}
-        median = {k: 1e3 * statistics.median(v) for k, v in raw.items()}
-        g = best["gpumlp"]
-        row = {"batch_size": N}
-        for name in ("gpumlp", "floor", "torch"):
-            row[f"{name}_ms_min"], row[f"{name}_ms_median"] = best.get(name), median.get(name)
-        row.update(samples_per_s=N / (g / 1e3), gflops=step_flops(sizes, N) / (g / 1e3) / 1e9,
-                   gpumlp_over_floor=g / best["floor"],
-                   gpumlp_over_torch=g / best["torch"] if "torch" in best else None,
-                   peak_memory_bytes=mem["peak_bytes"], peak_memory_over_model=mem["ratio"],
-                   kernels_per_step=active["other"], gemms_per_step=active["gemm"],
-                   kernels_per_step_fused=kernels["fused"]["other"], kernels_per_step_twins=kernels["twins"]["other"])
-        if blocks:
-            plain, noisy = blocks["gpumlp"], blocks["gpumlp+noise"]
-            row["noise_scale_overhead"] = min(noisy) / min(plain) - 1
-            row["noise_scale_overhead_median"] = statistics.median(noisy) / statistics.median(plain) - 1
-        rows.append(row)
+    try:
+        for N in tqdm(a.batch_sizes, desc="batch sizes", unit="N", leave=False, disable=None):
+            rows.append(step_row(ctx, a, sizes, N, kernels, active, raw_all))
+    except KeyboardInterrupt:
+        header["interrupted"] = f"after {len(rows)} of {len(a.batch_sizes)} batch sizes"
+        print(f"interrupted after {len(rows)} of {len(a.batch_sizes)} batch sizes: writing those", file=sys.stderr)
     header["load_average_after"] = os.getloadavg()
     print_table(rows, [("batch_size", "N", "d"), ("gpumlp_ms_min", "gpumlp ms", ".3f"),
                        ("floor_ms_min", "floor ms", ".3f"), ("torch_ms_min", "torch ms", ".3f"),
@@ -230,6 +217,34 @@ def step_sweep(ctx, a):
           f"{'compiled' if ctx.backend.fused else 'twins'} ({kernels['fused']['other']} fused, "
           f"{kernels['twins']['other']} as twins) + {active['gemm']} GEMM/GEMV")
     return {"mode": "step", "header": header, "sizes": sizes, "kernels": kernels, "table": rows, "raw_ms": raw_all}
+
+
+def step_row(ctx, a, sizes, N, kernels, active, raw_all):
+    """The table's row for batch size N (its raw times go into raw_all[N])."""
+    contenders = Contenders(ctx, sizes, N, noise_scale=a.noise_scale)
+    raw = contenders.rounds(a.warmup, a.rounds)
+    blocks = contenders.noise_blocks() if a.noise_scale else {}
+    mem = contenders.memory()
+    raw_all[N] = {k: [1e3 * t for t in v] for k, v in raw.items()}
+    if blocks:
+        raw_all[N]["noise_scale_blocks"] = {k: [1e3 * t for t in v] for k, v in blocks.items()}
+    best = {k: 1e3 * min(v) for k, v in raw.items()}
+    median = {k: 1e3 * statistics.median(v) for k, v in raw.items()}
+    g = best["gpumlp"]
+    row = {"batch_size": N}
+    for name in ("gpumlp", "floor", "torch"):
+        row[f"{name}_ms_min"], row[f"{name}_ms_median"] = best.get(name), median.get(name)
+    row.update(samples_per_s=N / (g / 1e3), gflops=step_flops(sizes, N) / (g / 1e3) / 1e9,
+               gpumlp_over_floor=g / best["floor"],
+               gpumlp_over_torch=g / best["torch"] if "torch" in best else None,
+               peak_memory_bytes=mem["peak_bytes"], peak_memory_over_model=mem["ratio"],
+               kernels_per_step=active["other"], gemms_per_step=active["gemm"],
+               kernels_per_step_fused=kernels["fused"]["other"], kernels_per_step_twins=kernels["twins"]["other"])
+    if blocks:
+        plain, noisy = blocks["gpumlp"], blocks["gpumlp+noise"]
+        row["noise_scale_overhead"] = min(noisy) / min(plain) - 1
+        row["noise_scale_overhead_median"] = statistics.median(noisy) / statistics.median(plain) - 1
+    return row
 
 
 # -- train mode ---------------------------------------------------------------------------
@@ -280,12 +295,16 @@ def train_sweep(ctx, a):
     header["settings"]["momentum"] = a.momentum
     jobs = [(B, lr, seed) for B in a.batch_sizes for lr in lr_choices(a, B)[0] for seed in seeds]
     runs = []
-    for B, lr, seed in tqdm(jobs, desc="runs", unit="run", leave=False, disable=None):
-        net = gpumlp.MLP(sizes, dtype=a.dtype, device=ctx.backend, seed=seed)
-        r = train_to_target(net, Xtr, ytr, Xte, yte, gpumlp.SGD(lr, a.momentum, a.weight_decay), B,
-                            target=a.target, max_epochs=a.max_epochs, eval_every=a.eval_every, seed=seed,
-                            loss=a.loss, warmup_samples=a.warmup_epochs * D, noise_scale=True)
-        runs.append({"batch_size": B, "lr": lr, "seed": seed, **r})
+    try:
+        for B, lr, seed in tqdm(jobs, desc="runs", unit="run", leave=False, disable=None):
+            net = gpumlp.MLP(sizes, dtype=a.dtype, device=ctx.backend, seed=seed)
+            r = train_to_target(net, Xtr, ytr, Xte, yte, gpumlp.SGD(lr, a.momentum, a.weight_decay), B,
+                                target=a.target, max_epochs=a.max_epochs, eval_every=a.eval_every, seed=seed,
+                                loss=a.loss, warmup_samples=a.warmup_epochs * D, noise_scale=True)
+            runs.append({"batch_size": B, "lr": lr, "seed": seed, **r})
+    except KeyboardInterrupt:
+        header["interrupted"] = f"after {len(runs)} of {len(jobs)} runs"
+        print(f"interrupted after {len(runs)} of {len(jobs)} runs: writing those", file=sys.stderr)
     table = summarize(a, runs, seeds)
     chosen = {(r["batch_size"], r["lr"]) for r in table}
     for r in runs:          # the JSON keeps the test-score traces of the runs in the table, as columns
@@ -295,20 +314,21 @@ def train_sweep(ctx, a):
     reached = [r for r in table if r["steps_to_target"] is not None]
     fit = fit_critical_batch([r["batch_size"] for r in reached], [r["steps_to_target"] for r in reached])
     predicted = [r["b_simple"] for r in table if r["b_simple"] is not None]
-    start = [r["b_simple_start"] for r in table if r["b_simple_start"] is not None]
+    start = [r["b_simple_init"] for r in table if r["b_simple_init"] is not None]
     model = {"fit": fit, "b_crit_fitted": fit["b_crit"],
              "b_simple_predicted": statistics.median(predicted) if predicted else None,
              "b_simple_predicted_range": [min(predicted), max(predicted)] if predicted else None,
-             "b_simple_start": statistics.median(start) if start else None,
+             "b_simple_init": statistics.median(start) if start else None,
              "how": "b_crit_fitted = E_min/S_min of S(B) = S_min + E_min/B fitted to the median steps to target; "
                     "b_simple_predicted = the median over batch sizes of B_simple averaged over each run up to "
-                    "the target (tr(Σ) and |G|² averaged apart), b_simple_start = the same over the first epoch"}
+                    "the target (tr(Σ) and |G|² averaged apart), over the runs that reached it; b_simple_init = the "
+                    "median of the same at the starting parameters (one pass without updates)"}
     header["load_average_after"] = os.getloadavg()
     print_table(table, [("batch_size", "B", "d"), ("lr", "lr", "g"), ("reached", "reached", "s"),
                         ("final_test_accuracy", "final acc", ".4f"), ("steps_to_target", "steps", "g"),
                         ("steps_spread", "steps min-max", "s"), ("samples_to_target", "samples", "g"),
                         ("epochs_to_target", "epochs", ".2f"), ("seconds_to_target", "seconds", ".3f"),
-                        ("b_simple", "B_simple", ".0f"), ("b_simple_start", "at start", ".0f")])
+                        ("b_simple", "B_simple", ".0f"), ("b_simple_init", "at init", ".0f")])
     fmt = lambda v: "-" if v is None else f"{v:.0f}"      # noqa: E731
     print(f"net {'-'.join(map(str, sizes))} on {source} ({D} training samples), target test accuracy "
           f"{a.target}, {len(seeds)} seeds, lr {'tuned from ' + str(a.lr_grid) if a.lr_scaling is None else a.lr_scaling}")
@@ -317,7 +337,7 @@ def train_sweep(ctx, a):
              f"{fit['rms_relative_residual']:.0%})" if fit["b_crit"] else f" ({fit.get('why')})")
           + f"; predicted B_simple = {fmt(model['b_simple_predicted'])} averaged to the target "
             f"(range {' to '.join(fmt(v) for v in model['b_simple_predicted_range'] or [None])}), "
-            f"{fmt(model['b_simple_start'])} at the start")
+            f"{fmt(model['b_simple_init'])} at the starting parameters")
     return {"mode": "train", "header": header, "sizes": sizes, "model": model, "table": table, "runs": runs}
 
 
@@ -329,6 +349,9 @@ def summarize(a, runs, seeds):
     for B in a.batch_sizes:
         lrs, rule = lr_choices(a, B)
         by_lr = {lr: [r for r in runs if r["batch_size"] == B and r["lr"] == lr] for lr in lrs}
+        lrs = [lr for lr in lrs if by_lr[lr]]          # an interrupted sweep lacks some
+        if not lrs:
+            continue
 
         def key(lr):
             rs = by_lr[lr]
@@ -342,8 +365,8 @@ def summarize(a, runs, seeds):
             m = statistics.median([r[field] if r["reached"] else math.inf for r in rs])
             return m if math.isfinite(m) else None
 
-        def med_all(field):
-            values = [r[field] for r in rs if r.get(field) is not None]
+        def med_all(field):        # over the seeds that reached the target
+            values = [r[field] for r in ok if r.get(field) is not None]
             return statistics.median(values) if values else None
         steps = [r["steps"] for r in ok]
         table.append({
@@ -353,7 +376,7 @@ def summarize(a, runs, seeds):
             "steps_to_target": med("steps"), "steps_spread": f"{min(steps)}-{max(steps)}" if steps else "-",
             "samples_to_target": med("samples"), "epochs_to_target": med("epochs"),
             "seconds_to_target": med("seconds"),
-            "b_simple": med_all("b_simple_to_target"), "b_simple_start": med_all("b_simple_start"),
+            "b_simple": med_all("b_simple_to_target"), "b_simple_init": med_all("b_simple_init"),
             "seeds": len(rs)})
     return table
 
@@ -388,6 +411,8 @@ def print_table(rows, columns):
 
 def plot(record, path):
     """Draw the sweep into ``path``; returns why not, or None."""
+    if not record["table"]:
+        return "nothing was measured"
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -474,8 +499,8 @@ def _plot_train(plt, record):
             ax.axvspan(lo, hi, color="C3", alpha=0.1)
             ax.axvline(model["b_simple_predicted"], color="C3", ls=":",
                        label=f"B_simple = {model['b_simple_predicted']:.0f} (to target)")
-        if model["b_simple_start"]:
-            ax.axvline(model["b_simple_start"], color="C4", ls="-.", label=f"B_simple at start = {model['b_simple_start']:.0f}")
+        if model["b_simple_init"]:
+            ax.axvline(model["b_simple_init"], color="C4", ls="-.", label=f"B_simple at init = {model['b_simple_init']:.0f}")
     for ax in (ax1, ax2, ax3):
         if ok:
             ax.set_xscale("log")

@@ -23,13 +23,14 @@ from counting import TALLY, CountingBackend
 Z_SIGMAS = 5.0          # a mean is within 5 standard errors: a false alarm is a 1-in-3.5-million event
 
 
-def _per_sample_sq_norms(net, X, labels, loss):
+def _per_sample_sq_norms(net, X, labels, loss, normalizer=None):
     """‖column n's term of (dW, db)‖² for a mean loss over the N columns, one
-    one-column backward pass each (the loss normalised by the whole N)."""
+    one-column backward pass each (the loss normalised by the whole N, or by
+    ``normalizer``)."""
     N, out = X.shape[1], []
     for n in range(N):
         Y = net.forward(X[:, n:n + 1])
-        _, dY = LOSSES[loss](Y, labels[n:n + 1], normalizer=N)
+        _, dY = LOSSES[loss](Y, labels[n:n + 1], normalizer=normalizer or N)
         net.backward(dY)
         out.append(float(np.sum(host(net.grads).astype(np.float64) ** 2)))
     return np.array(out)
@@ -51,8 +52,10 @@ def test_sample_norms_equal_one_column_backward_passes(backend, loss, bias, acti
     s = host(net.sample_grad_sq_norms())
     assert s.shape == (N,)
     np.testing.assert_allclose(s, oracle, rtol=1e-10, atol=0)
-    # the per-example gradient of a mean loss is B·(column n's term): |g_n|² = B² s_n
-    assert np.all(oracle > 0)
+    # the per-example gradient g_n = ∇ℓ_n (its loss not divided by N) has |g_n|² = N² s_n
+    if loss == "ce" and activation == "relu":
+        g_sq = _per_sample_sq_norms(net, X, labels, loss, normalizer=1)
+        np.testing.assert_allclose(N ** 2 * s, g_sq, rtol=1e-10)
 
 
 def test_sample_norms_of_one_layer_are_the_outer_product_norm():
@@ -352,3 +355,31 @@ def test_a_foreign_optimizer_gets_the_same_noise_scale():
         out.append(fit(net, X, labels, opt, epochs=2, batch_size=7, progress=False, log=lambda line: None,
                        noise_scale=True)[-1]["b_simple"])
     assert out[0] == pytest.approx(out[1], rel=1e-12)
+
+
+def test_after_fit_the_norms_ask_for_a_new_pass():
+    """fit releases the cached batches (they are views of the caller's data): the norms then
+    say what they need instead of failing inside the computation."""
+    sizes, X, labels = _network_problem(D=20)
+    net = gpumlp.MLP(sizes, device="cpu", seed=0)
+    fit(net, X, labels, gpumlp.SGD(0.1), epochs=1, batch_size=8, progress=False, log=lambda line: None)
+    with pytest.raises(RuntimeError, match="backward"):
+        net.sample_grad_sq_norms()
+    with pytest.raises(RuntimeError, match="forward"):
+        net.backward(np.zeros((3, 4)))
+
+
+def test_the_estimator_and_its_settings_are_checked():
+    with pytest.raises(ValueError, match="fewer than 2"):
+        estimate(1.0, 1.0, 1)
+    with pytest.raises(ValueError, match="fewer than 2"):
+        estimate([1.0, 1.0], [1.0, 1.0], [4, 1], population=10)
+    for kw, match in [(dict(population=True), "population"), (dict(decay=np.float64(1.5)), "decay"),
+                      (dict(start_samples=0), "start_samples"), (dict(start_samples=2.5), "start_samples")]:
+        with pytest.raises(ValueError, match=match):
+            NoiseScale(**kw)
+    assert NoiseScale(decay=np.float32(0.5)).decay == 0.5
+    sizes, X, labels = _network_problem(D=20)
+    with pytest.raises(ValueError, match="population is 30"):
+        fit(gpumlp.MLP(sizes, device="cpu"), X, labels, gpumlp.SGD(0.1), progress=False,
+            noise_scale=NoiseScale(population=30))

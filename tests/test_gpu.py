@@ -135,20 +135,24 @@ def test_every_compiled_kernel_matches_its_twin_on_the_gpu(dtype):
         assert rel_err(out["fused"], out["twins"]) < tol
 
 
+@pytest.mark.parametrize("noise", [False, True])
 @pytest.mark.parametrize("mode", ["twins", "fused"])
-def test_a_steady_gpu_step_takes_no_memory_from_the_pool(mode):
+def test_a_steady_gpu_step_takes_no_memory_from_the_pool(mode, noise):
+    """Also with the noise scale's records (per-example norms and |ḡ|²)."""
     import cupy
+    from gpumlp.noise import _StepRecords
     from gpumlp.train import _Data, _step
     net = gpumlp.MLP([784, 1024, 1024, 10], device=backends()[mode], seed=0)
     X, y = random_problem([784, 1024, 1024, 10], 256, 0, "ce")
     data, opt = _Data(net, X, y), gpumlp.SGD(0.01, 0.9, 1e-3)
     k = net.backend.kernel(TABLE["ce"].kernel)
+    records = _StepRecords(net, 1) if noise else None
     for _ in range(2):
-        _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+        _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records)
     cupy.cuda.get_current_stream().synchronize()
     pool = cupy.get_default_memory_pool()
     before = pool.used_bytes(), pool.total_bytes()
-    _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+    _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records)
     cupy.cuda.get_current_stream().synchronize()
     assert (pool.used_bytes(), pool.total_bytes()) == before
 

@@ -1,20 +1,36 @@
-"""The ``gpumlp`` command: train, evaluate, example."""
+"""The gpumlp command: train, evaluate, example.
+
+Exit codes: 0 success, 2 a usage or input error (bad options, data or files), 1 a
+failure during training (divergence, a device that is missing or fails), 130 an
+interrupt (Ctrl-C).
+"""
 import argparse
 import json
 import os
 import sys
 import time
 
-from . import data, io, threads
+import numpy as np
+
+from . import __version__, data, io, threads
+from .activations import get_activation
 from .backend import DeviceUnavailableError
 from .example import exercise2, walkthrough
 from .losses import LOSSES
 from .model import MLP
 from .optim import SGD
-from .train import TrainingDiverged, evaluate, fit
+from .train import TrainingDiverged, TrainState, evaluate, fit
 
 SPLIT_SEED = 0
 DEFAULT_LR = {name: entry.lr for name, entry in LOSSES.items()}    # tuned on the digits; see README
+RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.json", "metrics.jsonl")
+# the options a run is made of: a resumed run takes them from its checkpoint
+RUN_OPTIONS = ("data", "loss", "epochs", "batch_size", "lr", "momentum", "weight_decay", "hidden", "activation",
+               "margin", "dtype", "seed", "test_fraction", "threads", "checkpoint_every", "noise_scale")
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training, after the last completed epoch was saved (or not)."""
 
 
 def _hidden(text):
@@ -37,6 +53,24 @@ def _positive(text):
     return value
 
 
+def _number(low, high=None, low_open=False, high_open=True):
+    """A float in [low, high) (or as the flags say), for argparse."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = np.isfinite(value) and (value > low if low_open else value >= low)
+        if high is not None:
+            ok = ok and (value < high if high_open else value <= high)
+        if not ok:
+            lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+            span = f"{lo}{low}, {high}{hi}" if high is not None else f"{'> ' if low_open else '>= '}{low}"
+            raise argparse.ArgumentTypeError(f"expected a number {'in ' if high is not None else ''}{span}; got {text!r}")
+        return value
+    return parse
+
+
 def _load(path):
     """(X, y, name): the user's .npz, or the embedded digits."""
     if path is None:
@@ -52,39 +86,172 @@ def _split(X, idx, test_fraction):
     return X[:, train], idx[train], X[:, test], idx[test]
 
 
-def _make_out_dir(path):
+def _make_out_dir(path, force):
+    """Create --out; refuse a folder that holds another run unless --force."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out {path}: cannot create that folder (a file of that name exists)")
+    held = [f for f in RUN_FILES if os.path.exists(os.path.join(path, f))]
+    if held and not force:
+        raise ValueError(f"--out {path} already holds a run ({', '.join(held)}): pass --force to replace it, "
+                         f"or continue it with: gpumlp train --resume {path}")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out {path}: cannot create that folder ({e.strerror})") from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"--out {path}: the folder is not writable")
+    for f in held:                                  # --force: the old run's files go
+        os.unlink(os.path.join(path, f))
 
 
-def cmd_train(a):
+class _Run:
+    """A training run's files in --out: one JSON line per epoch in metrics.jsonl as it
+    goes, a checkpoint every K epochs and at the end (atomic, from a host snapshot taken
+    at the epoch boundary), and on an interrupt the last completed epoch."""
+
+    def __init__(self, out, every, meta, extra):
+        self.out, self.every, self.meta, self.extra = out, every, meta, extra
+        self.snapshot = None                 # (epoch, params, optimizer state, TrainState json, history)
+        self.saved_epoch = None
+        self.history = []
+
+    def path(self, name):
+        return os.path.join(self.out, name)
+
+    def start(self, history):
+        """The metrics history so far (a resumed run's, up to its checkpoint), rewritten."""
+        self.history = list(history)
+        if self.out:
+            lines = "".join(json.dumps(h) + "\n" for h in history)
+            io.atomic_write(self.path("metrics.jsonl"), lambda f: f.write(lines), mode="w")
+
+    def on_epoch(self, net, optimizer, record, state):
+        self.history.append(record)
+        if not self.out:
+            return
+        with open(self.path("metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.snapshot = (state.epoch, net.backend.to_numpy(net.params), optimizer.get_state(net),
+                         TrainState.from_json(state.to_json()))
+        if self.every and state.epoch % self.every == 0:
+            self.save_checkpoint(net)
+
+    def save_checkpoint(self, net):
+        """The last epoch boundary's snapshot as DIR/checkpoint.npz (nothing to do if saved)."""
+        if not self.out or self.snapshot is None or self.saved_epoch == self.snapshot[0]:
+            return
+        epoch, params, opt_state, state = self.snapshot
+        meta = {**self.meta, "history": [h for h in self.history if h["epoch"] <= epoch]}
+        io.save_checkpoint(self.path("checkpoint.npz"), net, opt_state, state, meta, params=params, **self.extra)
+        self.saved_epoch = epoch
+
+
+def _validate(a):
+    """What argparse cannot check alone, before anything is printed or created."""
+    get_activation(a.activation)                   # raises ValueError naming the choices
+    if not 0 < a.test_fraction < 1:
+        raise ValueError(f"--test-fraction must lie strictly between 0 and 1; got {a.test_fraction}")
+
+
+def cmd_train(a, given):
+    if a.resume:
+        return _resume(a, given)
+    _validate(a)
     X, y, source = _load(a.data)
     if a.lr is None:
         a.lr = DEFAULT_LR[a.loss]
-    if a.out:
-        _make_out_dir(a.out)                    # fail now, not after training
     idx, classes = data.encode_labels(y)
     if len(classes) < 2:
-        raise ValueError(f"the data has {len(classes)} class; classification needs at least 2")
+        raise ValueError(f"{source} has {len(classes)} class{'es' if len(classes) != 1 else ''} in y; "
+                         "classification needs at least 2")
     Xtr, ytr, Xte, yte = _split(X, idx, a.test_fraction)
     scaler = data.Standardizer.fit(Xtr)
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
+    if a.out:
+        _make_out_dir(a.out, a.force)            # fail before training, not after
     n_threads = a.threads or threads.auto_threads(net.sizes, a.batch_size)
+    meta = {"loss": a.loss, "margin": a.margin, "data": source, "data_sha256": data.fingerprint(X, y),
+            "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED, "blas_threads": n_threads,
+            "args": {k: getattr(a, k) for k in RUN_OPTIONS}}
+    extra = {"x_mean": scaler.mean, "x_scale": scaler.scale, "classes": classes}
+    optimizer = SGD(a.lr, a.momentum, a.weight_decay)
+    return _train(a, net, optimizer, TrainState(a.seed), scaler, (Xtr, ytr, Xte, yte), meta, extra, [], source)
+
+
+def _resume(a, given):
+    """Continue the run in --resume DIR from its checkpoint, to its original --epochs."""
+    extra_options = sorted(f"--{k.replace('_', '-')}" for k in given & set(RUN_OPTIONS + ("out", "force")))
+    if extra_options:
+        raise ValueError(f"--resume takes the run's settings from its checkpoint; drop {', '.join(extra_options)} "
+                         "(only --device and --no-progress may be given)")
+    path = os.path.join(a.resume, "checkpoint.npz")
+    if not os.path.exists(path):
+        raise ValueError(f"--resume {a.resume}: there is no checkpoint.npz there (a run saves one with --out)")
+    ck = io.load_checkpoint(path, device=a.device)
+    meta = {k: v for k, v in ck.meta.items() if k != "history"}
+    try:
+        for k, v in meta["args"].items():
+            setattr(a, k, v)
+        history = list(ck.meta.get("history", []))
+        missing = {"x_mean", "x_scale", "classes"} - set(ck.arrays)
+    except (KeyError, AttributeError, TypeError) as e:
+        raise ValueError(f"{path} is damaged: its run settings cannot be read ({e})") from None
+    if missing:
+        raise ValueError(f"{path} is damaged: it lacks {sorted(missing)}")
+    X, y, source = _load(None if meta.get("data") == "digits" else meta.get("data"))
+    if data.fingerprint(X, y) != meta.get("data_sha256"):
+        raise ValueError(f"{source} has changed since the checkpoint in {a.resume} was written: "
+                         "a resumed run must see the same data")
+    idx, _ = data.encode_labels(y, ck.arrays["classes"])
+    Xtr, ytr, Xte, yte = _split(X, idx, meta["test_fraction"])
+    scaler = data.Standardizer(ck.arrays["x_mean"], ck.arrays["x_scale"])
+    optimizer = SGD(a.lr, a.momentum, a.weight_decay)
+    try:
+        optimizer.set_state(ck.net, ck.optimizer_state)
+    except ValueError as e:
+        raise ValueError(f"{path} is damaged: {e}") from None
+    a.out, a.threads = a.resume, meta["blas_threads"]        # the same BLAS threads: the same bits
+    print(f"gpumlp: resuming {a.resume} after epoch {ck.state.epoch} of {a.epochs}", flush=True)
+    return _train(a, ck.net, optimizer, ck.state, scaler, (Xtr, ytr, Xte, yte), meta, ck.arrays, history, source)
+
+
+def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source):
+    Xtr, ytr, Xte, yte = split
+    n_threads = meta["blas_threads"]
     print(f"gpumlp: {net} on {source}: {Xtr.shape[1]} training, {Xte.shape[1]} test samples, "
           f"loss {a.loss}, batch {a.batch_size}, lr {a.lr}, {n_threads} BLAS thread(s)", flush=True)
+    run = _Run(a.out, a.checkpoint_every, meta, extra)
+    run.start(history)
+    log = print if a.no_progress or not sys.stdout.isatty() else None
     t0 = time.perf_counter()
-    with threads.limit(n_threads):
-        history = fit(net, scaler(Xtr), ytr, SGD(a.lr, a.momentum, a.weight_decay), loss=a.loss,
-                      margin=a.margin, epochs=a.epochs, batch_size=a.batch_size,
-                      X_test=scaler(Xte), y_test=yte, seed=a.seed, progress=not a.no_progress,
-                      noise_scale=a.noise_scale)
+    try:
+        with threads.limit(n_threads):
+            fit(net, scaler(Xtr), ytr, optimizer, loss=a.loss, margin=a.margin, epochs=a.epochs,
+                batch_size=a.batch_size, X_test=scaler(Xte), y_test=yte, progress=not a.no_progress, log=log,
+                noise_scale=a.noise_scale, state=state,
+                on_epoch=lambda record, st: run.on_epoch(net, optimizer, record, st))
+    except KeyboardInterrupt:
+        run.save_checkpoint(net)
+        done = run.snapshot[0] if run.snapshot else state.epoch
+        if not a.out:
+            how = "nothing was saved (no --out)"
+        elif os.path.exists(run.path("checkpoint.npz")):
+            how = f"resume with: gpumlp train --resume {a.out}"
+        else:
+            how = "no epoch was completed, so there is nothing to resume"
+        raise Interrupted(f"interrupted after epoch {done}; {how}") from None
+    except TrainingDiverged as e:
+        run.save_checkpoint(net)
+        if run.saved_epoch is not None:
+            raise TrainingDiverged(f"{e}; the last good epoch, {run.saved_epoch}, is saved in "
+                                   f"{run.path('checkpoint.npz')}") from None
+        raise
     seconds = time.perf_counter() - t0
-    final = history[-1]
+    run.save_checkpoint(net)
+    final = run.history[-1]
     print(f"test accuracy {final['test_accuracy']:.4f}  test loss {final['test_loss']:.4f}  "
           f"({seconds:.1f} s, device {net.backend.name})")
     if a.noise_scale:
@@ -92,27 +259,29 @@ def cmd_train(a):
         print(f"gradient noise scale B_simple: {fmt(final['b_simple'])} at the end (moving average), "
               f"{fmt(final['b_simple_start'])} in the first epoch, {fmt(final['b_simple_mean'])} over the run")
     if a.out:
-        meta = {"loss": a.loss, "margin": a.margin, "data": source, "data_sha256": data.fingerprint(X, y),
-                "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED}
-        io.save(os.path.join(a.out, "model.npz"), net, meta, x_mean=scaler.mean,
-                x_scale=scaler.scale, classes=classes)
+        model_meta = {k: v for k, v in meta.items() if k != "args"}
+        io.save(run.path("model.npz"), net, model_meta, **{k: extra[k] for k in ("x_mean", "x_scale", "classes")})
         metrics = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-                   "train_seconds": seconds, "device": net.backend.name, "blas_threads": n_threads,
-                   "history": history,
-                   "args": {k: v for k, v in vars(a).items() if k != "func"}, **meta}
-        with open(os.path.join(a.out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
-        print(f"wrote {os.path.join(a.out, 'model.npz')} and {os.path.join(a.out, 'metrics.json')}")
+                   "train_seconds": seconds, "device": net.backend.name, "history": run.history,
+                   "args": meta["args"], **model_meta}
+        io.atomic_write(run.path("metrics.json"), lambda f: json.dump(metrics, f, indent=2), mode="w")
+        print(f"wrote {run.path('model.npz')}, {run.path('checkpoint.npz')} and {run.path('metrics.json')}")
     return 0
 
 
-def cmd_evaluate(a):
+def cmd_evaluate(a, given):
     path = os.path.join(a.model, "model.npz") if os.path.isdir(a.model) else a.model
     net, meta, arrays = io.load(path, device=a.device)
     missing = {"x_mean", "x_scale", "classes"} - set(arrays)
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}: it was not written by 'gpumlp train'")
-    X, y, source = _load(a.data if a.data else (None if meta.get("data") == "digits" else meta.get("data")))
+    source = a.data if a.data else (None if meta.get("data") == "digits" else meta.get("data"))
+    if source is not None and not a.data and not os.path.exists(source):
+        raise ValueError(f"{path} was trained on {source}, which is not there any more: "
+                         "pass the data with --data FILE.npz")
+    X, y, source = _load(source)
+    if X.shape[0] != net.sizes[0]:
+        raise ValueError(f"{source} has {X.shape[0]} features (rows of X); the model in {path} takes {net.sizes[0]}")
     scaler = data.Standardizer(arrays["x_mean"], arrays["x_scale"])
     if a.split == "test" and meta.get("data_sha256") != data.fingerprint(X, y):
         raise ValueError(f"{source} is not the data this model was trained on, so its 'test' split "
@@ -129,58 +298,99 @@ def cmd_evaluate(a):
     return 0
 
 
-def cmd_example(a):
+def cmd_example(a, given):
     print(walkthrough(exercise2(device=a.device)))
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser():
-    p = argparse.ArgumentParser(prog="gpumlp", description=__doc__)
+    fmt = _Help
+    p = argparse.ArgumentParser(prog="gpumlp", description=__doc__.split("\n\n")[0].rstrip(".") + ".",
+                                formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"gpumlp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an MLP classifier (default: the embedded digits)")
-    t.add_argument("--data", metavar="FILE.npz", help="your own data: X (d0 × N, one sample per column) and y (N labels)")
-    t.add_argument("--loss", choices=["ce", "hinge", "mse"], default="ce")
-    t.add_argument("--device", default=None, help="auto, cpu or gpu (default: $GPUMLP_DEVICE or auto)")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: %s)" % ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()))
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=1e-3)
-    t.add_argument("--hidden", type=_hidden, default=[256], help="hidden widths, e.g. 256 or 256,128 (default 256)")
+    t = sub.add_parser("train", help="train an MLP classifier (default: the embedded digits)", formatter_class=fmt,
+                       description="Train an MLP classifier on the embedded digits or on your own data.")
+    t.add_argument("--data", metavar="FILE.npz",
+                   help="your own data: X (d0 × N, one sample per column) and y (N labels); default: the digits")
+    t.add_argument("--loss", choices=["ce", "hinge", "mse"], default="ce",
+                   help="softmax cross-entropy, exercise 3's hinge on softmax, or squared error on one-hot targets")
+    t.add_argument("--device", default=None, help="auto, cpu or gpu (default: $GPUMLP_DEVICE, else auto)")
+    t.add_argument("--epochs", type=_positive, default=30, help="passes over the training data")
+    t.add_argument("--batch-size", type=_positive, default=32, help="columns per SGD step")
+    t.add_argument("--lr", type=_number(0, low_open=True), default=None,
+                   help="learning rate (default by loss: %s)" % ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()))
+    t.add_argument("--momentum", type=_number(0, 1), default=0.9, help="SGD momentum, in [0, 1)")
+    t.add_argument("--weight-decay", type=_number(0), default=1e-3, help="SGD weight decay (biases too)")
+    t.add_argument("--hidden", type=_hidden, default=[256], help="hidden widths, e.g. 256 or 256,128 (default: 256)")
     t.add_argument("--activation", default="relu", help="relu, tanh, sigmoid, leaky_relu or linear")
-    t.add_argument("--margin", type=float, default=1.0, help="hinge margin C (--loss hinge)")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--margin", type=_number(0), default=1.0, help="hinge margin C (--loss hinge)")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="the model's precision")
+    t.add_argument("--seed", type=int, default=0, help="initial weights and shuffling")
+    t.add_argument("--test-fraction", type=_number(0, 1, low_open=True), default=0.2,
+                   help="the share of every class held out as the test split")
     t.add_argument("--threads", type=_positive, default=None,
                    help="BLAS threads on the CPU (default: chosen from the layer sizes and batch size)")
     t.add_argument("--noise-scale", action="store_true",
                    help="measure the gradient noise scale B_simple from every batch and log it each epoch")
-    t.add_argument("--out", metavar="DIR", help="write DIR/model.npz and DIR/metrics.json")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--out", metavar="DIR",
+                   help="write DIR/model.npz, DIR/metrics.json, DIR/metrics.jsonl (a line per epoch) and "
+                        "DIR/checkpoint.npz")
+    t.add_argument("--force", action="store_true", help="let --out replace a run already in DIR")
+    t.add_argument("--checkpoint-every", metavar="K", type=_positive, default=None,
+                   help="also save DIR/checkpoint.npz every K epochs (it is always saved at the end and on Ctrl-C)")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its checkpoint, to its original --epochs, with its settings")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="score a model written by 'gpumlp train --out'")
+    e = sub.add_parser("evaluate", help="score a model written by 'gpumlp train --out'", formatter_class=fmt,
+                       description="Score a model written by 'gpumlp train --out'.")
     e.add_argument("model", help="DIR (from --out) or DIR/model.npz")
     e.add_argument("--data", metavar="FILE.npz", help="data to score on (default: the data it was trained on)")
     e.add_argument("--split", choices=["test", "all"], default="test",
-                   help="score the held-out split (default) or every sample")
-    e.add_argument("--device", default=None)
+                   help="score the held-out split or every sample")
+    e.add_argument("--device", default=None, help="auto, cpu or gpu (default: $GPUMLP_DEVICE, else auto)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_evaluate)
 
-    x = sub.add_parser("example", help="print the homework's exercise 2, computed by gpumlp")
+    x = sub.add_parser("example", help="print the homework's exercise 2, computed by gpumlp", formatter_class=fmt,
+                       description="Print the homework's exercise 2, computed by gpumlp.")
     x.add_argument("--device", default="cpu")
     x.set_defaults(func=cmd_example)
     return p
 
 
+def _given(argv):
+    """The long options written on the command line (dest names), defaults apart."""
+    return {tok[2:].split("=")[0].replace("-", "_") for tok in argv if tok.startswith("--")}
+
+
 def main(argv=None):
-    a = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return a.func(a)
+        a = parser().parse_args(argv)
+        return a.func(a, _given(argv))
     except (ValueError, DeviceUnavailableError, TrainingDiverged) as e:
         print(f"gpumlp: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1
+    except Interrupted as e:
+        print(f"gpumlp: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("gpumlp: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:                # `gpumlp example | head`: the reader has gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

@@ -35,13 +35,17 @@ def load_npz(path):
                 raise ValueError(f"{path} must hold arrays named 'X' (d0 × N) and 'y' (N labels); "
                                  f"missing {sorted(missing)}, found {sorted(z.files)}")
             X, y = z["X"], z["y"]
-    except (OSError, EOFError) as e:
-        raise ValueError(f"cannot read {path} as a .npz file: {e}") from None
     except ValueError as e:
         if "pickle" in str(e):
             raise ValueError(f"{path} holds object arrays, which gpumlp does not load (no pickle); "
                              "save X as a float array and y as an integer or string array") from None
-        raise
+        if str(e).startswith(str(path)) or str(e).startswith("cannot read"):
+            raise
+        raise ValueError(f"{path} is damaged, it cannot be read as a .npz file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    except Exception as e:          # a damaged file: BadZipFile, zlib.error, EOFError, MemoryError, ...
+        raise ValueError(f"{path} is damaged, it cannot be read as a .npz file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     if y.ndim != 1:
         raise ValueError(f"y in {path} must be 1-D (one label per sample); got shape {y.shape}")
     if X.ndim != 2:

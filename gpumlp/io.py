@@ -1,4 +1,14 @@
-"""Saving and loading trained models as .npz files, read back without pickle."""
+"""Saving and loading trained models and training checkpoints as .npz files, read
+back without pickle.
+
+Every file is written atomically: into a temporary file in the same folder, which is
+flushed to disk (fsync), renamed over the target, and the folder's entry flushed too.
+A crash or a kill -9 at any moment leaves either the old file or the new one, never a
+half-written one; the file gets the permissions the umask gives new files.  Reading
+turns every way a file can be damaged (truncated, bit-flipped, not a zip archive,
+missing or misshapen arrays, another format or version) into one ValueError that
+names the file and what is wrong.
+"""
 import json
 import os
 import tempfile
@@ -7,59 +17,195 @@ import numpy as np
 
 from .model import MLP
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "atomic_write", "Checkpoint"]
 
 FORMAT = "gpumlp-mlp/1"
+CHECKPOINT_FORMAT = "gpumlp-checkpoint/1"
+# What a damaged file raises while zipfile and NumPy read it: BadZipFile, zlib.error,
+# NotImplementedError (a flipped compression method), struct.error, EOFError, ValueError,
+# MemoryError (a flipped size), ...  Reading catches them all and names the file.
+_READ_ERRORS = (Exception,)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write, mode="wb"):
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk and rename
+    it to ``path``; then flush the folder, so the rename itself survives a crash."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())             # mkstemp's 0600 is for the temporary name only
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:                                  # a platform without directory handles
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _config(net):
+    return {"sizes": list(net.sizes), "activation": net.activation, "output": net.output,
+            "bias": net.bias, "dtype": net.dtype}
 
 
 def save(path, net, meta=None, **arrays):
     """Write ``net`` (config and parameters), a JSON-able ``meta`` dict and extra host
-    ``arrays`` to ``path``.  The file is written beside its target and renamed into
-    place, so an interrupted save never leaves a half-written model."""
+    ``arrays`` to ``path``, atomically."""
     W, b = net.get_params()
-    config = {"sizes": list(net.sizes), "activation": net.activation, "output": net.output,
-              "bias": net.bias, "dtype": net.dtype}
-    payload = {"format": np.array(FORMAT), "config": np.array(json.dumps(config)),
+    payload = {"format": np.array(FORMAT), "config": np.array(json.dumps(_config(net))),
                "meta": np.array(json.dumps(meta or {}))}
     for k, w in enumerate(W, start=1):
         payload[f"W{k}"] = w
         if b is not None:
             payload[f"b{k}"] = b[k - 1]
+    _add_arrays(payload, arrays)
+    atomic_write(path, lambda f: np.savez(f, **payload))
+
+
+def _add_arrays(payload, arrays):
     clash = set(arrays) & set(payload)
     if clash:
-        raise ValueError(f"extra array names {sorted(clash)} clash with the model's own")
+        raise ValueError(f"extra array names {sorted(clash)} clash with the file's own")
     payload.update({k: np.asarray(v) for k, v in arrays.items()})
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+
+
+def _read(path, what, expected_format):
+    """All arrays of the .npz at ``path`` as host arrays, after checking its format."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    if head != b"PK\x03\x04":
+        raise ValueError(f"{path} is not a {what}: it is not a .npz (zip) file"
+                         + (" (it is empty)" if not head else ""))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            if "format" not in files:
+                raise ValueError(f"{path} is not a {what} (it has no 'format' entry)")
+            found = str(z["format"])
+            if found != expected_format:
+                raise ValueError(f"{path} is not a {what} of this version: its format is {found!r}, "
+                                 f"this gpumlp reads {expected_format!r}")
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path} is damaged, it cannot be read as a {what} ({_why(e)})") from None
+    except _READ_ERRORS as e:
+        raise ValueError(f"{path} is damaged, it cannot be read as a {what} ({_why(e)})") from None
+
+
+def _why(e):
+    text = str(e).split("\n")[0][:160]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _json(path, arrays, key, what):
+    try:
+        value = json.loads(str(arrays[key]))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{path} is damaged: its '{key}' entry cannot be read ({_why(e)})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is damaged: its '{key}' entry is not a record")
+    return value
+
+
+def _build(path, config, device):
+    """A model from a file's config, its errors named after the file."""
+    try:
+        return MLP(config["sizes"], activation=config["activation"], output=config["output"],
+                   bias=config["bias"], dtype=config["dtype"], device=device)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is damaged: its model config is invalid ({_why(e)})") from None
 
 
 def load(path, device="auto"):
     """``(net, meta, arrays)`` from a file written by :func:`save`."""
+    arrays = _read(path, "gpumlp model", FORMAT)
+    config, meta = _json(path, arrays, "config", "model"), _json(path, arrays, "meta", "model")
+    net = _build(path, config, device)
+    L = net.n_layers
+    own = {"format", "config", "meta"} | {f"{p}{k}" for p in ("Wb" if net.bias else "W") for k in range(1, L + 1)}
+    missing = sorted(own - set(arrays))
+    if missing:
+        raise ValueError(f"{path} is damaged: it lacks the arrays {missing}")
+    W = [arrays[f"W{k}"] for k in range(1, L + 1)]
+    b = [arrays[f"b{k}"] for k in range(1, L + 1)] if net.bias else None
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError) as e:
-        raise ValueError(f"cannot read {path} as a gpumlp model (.npz): {e}") from None
-    with z:
-        if "format" not in z.files or str(z["format"]) != FORMAT:
-            raise ValueError(f"{path} is not a gpumlp model file (expected format {FORMAT!r})")
-        config, meta = json.loads(str(z["config"])), json.loads(str(z["meta"]))
-        L = len(config["sizes"]) - 1
-        own = {"format", "config", "meta"} | {f"{p}{k}" for p in ("Wb" if config["bias"] else "W")
-                                             for k in range(1, L + 1)}
-        missing = sorted(own - set(z.files))
-        if missing:
-            raise ValueError(f"{path} is damaged: it lacks the arrays {missing}")
-        W = [z[f"W{k}"] for k in range(1, L + 1)]
-        b = [z[f"b{k}"] for k in range(1, L + 1)] if config["bias"] else None
-        arrays = {k: z[k] for k in z.files if k not in own}
-    net = MLP(config["sizes"], activation=config["activation"], output=config["output"],
-              bias=config["bias"], dtype=config["dtype"], device=device)
-    net.set_params(W, b)
-    return net, meta, arrays
+        net.set_params(W, b)
+    except ValueError as e:
+        raise ValueError(f"{path} is damaged: {e}") from None
+    return net, meta, {k: v for k, v in arrays.items() if k not in own}
+
+
+class Checkpoint:
+    """What :func:`load_checkpoint` returns: ``net`` (parameters restored), ``optimizer_state``
+    (for ``SGD.set_state``), ``state`` (a :class:`gpumlp.train.TrainState`), ``meta`` (the
+    JSON record the run saved) and ``arrays`` (its extra host arrays)."""
+
+    def __init__(self, net, optimizer_state, state, meta, arrays):
+        self.net, self.optimizer_state, self.state, self.meta, self.arrays = net, optimizer_state, state, meta, arrays
+
+
+def save_checkpoint(path, net, optimizer_state, state, meta=None, params=None, **arrays):
+    """Write a training checkpoint atomically: the model's config and parameters (the flat
+    buffer; ``params`` overrides it with a host copy taken earlier, at an epoch boundary),
+    the optimizer's state (``SGD.get_state``), the training state (``TrainState``: epoch
+    and step counters and the shuffling generator), a JSON-able ``meta`` and extra arrays."""
+    params = net.backend.to_numpy(net.params) if params is None else np.asarray(params)
+    if params.shape != tuple(net.params.shape):
+        raise ValueError(f"params must have shape {tuple(net.params.shape)}; got {params.shape}")
+    payload = {"format": np.array(CHECKPOINT_FORMAT), "config": np.array(json.dumps(_config(net))),
+               "state": np.array(json.dumps(state.to_json())), "meta": np.array(json.dumps(meta or {})),
+               "params": params}
+    velocity = optimizer_state.get("velocity")
+    if velocity is not None:
+        payload["velocity"] = np.asarray(velocity)
+    _add_arrays(payload, arrays)
+    atomic_write(path, lambda f: np.savez(f, **payload))
+
+
+def load_checkpoint(path, device="auto"):
+    """A :class:`Checkpoint` from a file written by :func:`save_checkpoint`, on ``device``
+    (a checkpoint written on a GPU loads on a CPU, and the reverse)."""
+    from .train import TrainState
+    arrays = _read(path, "gpumlp checkpoint", CHECKPOINT_FORMAT)
+    config, meta = _json(path, arrays, "config", "checkpoint"), _json(path, arrays, "meta", "checkpoint")
+    try:
+        state = TrainState.from_json(_json(path, arrays, "state", "checkpoint"))
+    except ValueError as e:
+        raise ValueError(f"{path} is damaged: {e}") from None
+    net = _build(path, config, device)
+    n = net.params.shape[0]
+    for key in ("params", "velocity"):
+        a = arrays.get(key)
+        if key == "params" and a is None:
+            raise ValueError(f"{path} is damaged: it lacks the parameters")
+        if a is not None and (a.shape != (n,) or not np.isdtype(a.dtype, "real floating")
+                              or not np.isfinite(a).all()):
+            raise ValueError(f"{path} is damaged: its {key} must be {n} finite floats for the model "
+                             f"{config.get('sizes')}; got {a.dtype} of shape {a.shape}")
+    net.params[...] = net.backend.asarray(arrays["params"], net.params.dtype)
+    own = {"format", "config", "state", "meta", "params", "velocity"}
+    return Checkpoint(net, {"velocity": arrays.get("velocity")}, state, meta,
+                      {k: v for k, v in arrays.items() if k not in own})

@@ -49,5 +49,26 @@ class SGD:
         scratch = None if backend.fused else backend.empty((length,), net.params.dtype)
         return backend.kernel(SGD_KERNEL), velocity, scratch
 
+    def get_state(self, net):
+        """The optimizer's state for ``net`` as host arrays, to save beside the parameters:
+        ``{"velocity": array or None}`` (None before the first step or without momentum)."""
+        state = self._state.get(net)
+        velocity = None if state is None or state[1] is None else net.backend.to_numpy(state[1])
+        return {"velocity": velocity}
+
+    def set_state(self, net, state):
+        """Take back a state from :meth:`get_state` (of this net's shape, from any device), so
+        that the next step continues as the saved run would have."""
+        velocity = state.get("velocity") if isinstance(state, dict) else None
+        if not isinstance(state, dict) or (velocity is not None and tuple(getattr(velocity, "shape", ())) != tuple(net.params.shape)):
+            raise ValueError(f"the optimizer state must be {{'velocity': None or an array of shape "
+                             f"{tuple(net.params.shape)}}}; got {state!r:.200}")
+        fresh = self._prepare(net)
+        if velocity is not None:
+            if fresh[1] is None:
+                raise ValueError("the saved optimizer state has momentum buffers, but this SGD has momentum 0")
+            fresh[1][...] = net.backend.asarray(velocity, net.params.dtype)
+        self._state[net] = fresh
+
     def __repr__(self):
         return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"

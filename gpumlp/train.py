@@ -18,11 +18,42 @@ from ._checks import positive_int, to_labels
 from .losses import check_margin, get_loss
 from .noise import NoiseScale, _StepRecords
 
-__all__ = ["fit", "evaluate", "TrainingDiverged"]
+__all__ = ["fit", "evaluate", "TrainingDiverged", "TrainState"]
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class TrainState:
+    """Where a run stands at an epoch boundary: the epochs and steps done, and the
+    generator that draws each epoch's shuffling order (once per epoch, so its state at
+    the boundary is all a resumed run needs).  :func:`fit` advances it; a checkpoint
+    saves it with :meth:`to_json` and a resumed run rebuilds it with :meth:`from_json`."""
+
+    def __init__(self, seed=0):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer; got {seed!r}")
+        self.rng = np.random.default_rng(seed)
+        self.epoch = self.step = 0
+
+    def to_json(self):
+        return {"epoch": self.epoch, "step": self.step, "rng": self.rng.bit_generator.state}
+
+    @classmethod
+    def from_json(cls, d):
+        state = cls()
+        try:
+            state.epoch, state.step = int(d["epoch"]), int(d["step"])
+            bits = getattr(np.random, d["rng"]["bit_generator"])()
+            bits.state = d["rng"]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"the training state is damaged ({type(e).__name__}: {e})") from None
+        state.rng = np.random.Generator(bits)
+        return state
+
+    def __repr__(self):
+        return f"TrainState(epoch={self.epoch}, step={self.step})"
 
 
 class _Data:
@@ -96,8 +127,21 @@ def evaluate(net, X, y, loss="ce", margin=1.0, batch_size=4096):
 
 
 def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
-        X_test=None, y_test=None, seed=0, progress=True, log=tqdm.write, noise_scale=False):
+        X_test=None, y_test=None, seed=0, progress=True, log=None, noise_scale=False,
+        state=None, on_epoch=None):
     """Train ``net`` on X (d0 × N) and labels y; returns the per-epoch history.
+
+    ``progress`` shows a progress bar on a terminal (never in a log) and, unless ``log``
+    says otherwise, one line per epoch; ``log`` is a function that takes each epoch's
+    line (``print``, say), or None.
+
+    ``state`` (a :class:`TrainState`) resumes a run: the shuffling generator and the
+    counters continue from it, and ``epochs`` is the run's total, so a state after 7 of
+    30 epochs trains epochs 8 to 30 (``seed`` is then unused).  ``fit`` advances the
+    state at every epoch boundary and then calls ``on_epoch(record, state)``: the place
+    to save a checkpoint, together with the parameters and the optimizer's state, all
+    as they are after that epoch.  The optimizer's momentum lives in the optimizer
+    (``SGD.get_state(net)`` / ``set_state``).
 
     Each history entry holds epoch, loss and accuracy on the training batches
     (as they were seen during the epoch), seconds, and test_loss and
@@ -128,24 +172,38 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     if noise is not None and noise.population not in (None, train.N):
         raise ValueError(f"the NoiseScale's population is {noise.population}, but the training data has "
                          f"{train.N} columns: batches are drawn from those")
+    if state is None:
+        state = TrainState(seed)
+    elif not isinstance(state, TrainState):
+        raise ValueError(f"state must be a gpumlp.train.TrainState; got {state!r}")
+    if on_epoch is not None and not callable(on_epoch):
+        raise ValueError(f"on_epoch must be a function (record, state); got {on_epoch!r}")
+    if log is None and progress:
+        log = tqdm.write
     kernel = net.backend.kernel(entry.kernel)
-    rng = np.random.default_rng(seed)
     history = []
     # NumPy would warn about overflow step by step before the loss turns NaN;
     # the check at the end of each epoch stops the run with one clear message instead.
     n_steps = -(-train.N // batch_size)
     try:
         with np.errstate(over="ignore", invalid="ignore"), \
-                tqdm(total=epochs * n_steps, unit="batch", disable=not progress, leave=False) as bar:
-            for epoch in range(1, epochs + 1):
-                history.append(_epoch(net, train, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise))
-                log(_describe(history[-1], epochs))
+                tqdm(total=max(0, epochs - state.epoch) * n_steps, unit="batch",
+                     disable=None if progress else True, leave=False) as bar:
+            for epoch in range(state.epoch + 1, epochs + 1):
+                record = _epoch(net, train, kernel, margin, optimizer, state.rng, batch_size, epoch, bar, test,
+                                noise, first_step=state.step)
+                state.epoch, state.step = epoch, state.step + n_steps
+                history.append(record)
+                if log is not None:
+                    log(_describe(record, epochs))
+                if on_epoch is not None:
+                    on_epoch(record, state)
     finally:
         net._release_inputs()             # the cached batches must not keep the data alive
     return history
 
 
-def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise=None):
+def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise=None, first_step=None):
     """One pass over the shuffled data; the host reads the step losses once, at the end."""
     backend, N = net.backend, data.N
     t0 = time.perf_counter()
@@ -163,7 +221,7 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
     steps = np.add.reduceat(columns, np.asarray(starts))   # each step's mean loss over its batch
     bad = np.flatnonzero(~np.isfinite(steps))
     if bad.size:
-        step = (epoch - 1) * len(starts) + bad[0] + 1
+        step = ((epoch - 1) * len(starts) if first_step is None else first_step) + bad[0] + 1
         raise TrainingDiverged(
             f"the training loss became {steps[bad[0]]} at step {step} (epoch {epoch}, "
             f"batch {bad[0] + 1} of {len(starts)}); try a lower learning rate "

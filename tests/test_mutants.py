@@ -515,7 +515,7 @@ def test_the_progress_bar_counts_every_step(monkeypatch):
     net = gpumlp.MLP([3, 3], device="cpu", seed=0)
     fit(net, X, y, gpumlp.SGD(0.1), epochs=3, batch_size=4, log=lambda line: None)
     bar = Bar.made[-1]
-    assert bar.kwargs == {"total": 9, "unit": "batch", "disable": False, "leave": False}
+    assert bar.kwargs == {"total": 9, "unit": "batch", "disable": None, "leave": False}   # None: only on a terminal
     assert bar.n == 9
     fit(net, X, y, gpumlp.SGD(0.1), epochs=1, batch_size=4, **QUIET)
     assert Bar.made[-1].kwargs["disable"] is True

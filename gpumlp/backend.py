@@ -261,7 +261,9 @@ def get_backend(device=None):
     if _auto is None:
         _auto, why_not = _probe_cupy()
         if _auto is None:
-            print(f"gpumlp: using NumPy on the CPU: {why_not}", file=sys.stderr)
+            # a plain CPU machine is told briefly, once per process; a broken GPU set-up in full
+            brief = "CuPy is not installed" if why_not.startswith("the CuPy package is not installed") else why_not
+            print(f"gpumlp: using the CPU ({brief})", file=sys.stderr)
             _auto = _NUMPY
     return _auto
 

@@ -269,6 +269,19 @@ def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source
     return 0
 
 
+def _scaler(path, arrays, net):
+    """The model file's scaling, checked against its model (a wrong size is the file's fault)."""
+    d0 = net.sizes[0]
+    for key in ("x_mean", "x_scale"):
+        a = arrays[key]
+        if a.shape not in ((d0, 1), (d0,)) or not np.isdtype(a.dtype, "real floating") or not np.isfinite(a).all():
+            raise ValueError(f"{path} is damaged: its {key} must be {d0} finite numbers for the model's "
+                             f"{d0} inputs; got {a.dtype} of shape {a.shape}")
+    if not (arrays["x_scale"] > 0).all():
+        raise ValueError(f"{path} is damaged: its x_scale has values <= 0")
+    return data.Standardizer(arrays["x_mean"].reshape(d0, 1), arrays["x_scale"].reshape(d0, 1))
+
+
 def cmd_evaluate(a, given):
     path = os.path.join(a.model, "model.npz") if os.path.isdir(a.model) else a.model
     net, meta, arrays = io.load(path, device=a.device)
@@ -282,7 +295,7 @@ def cmd_evaluate(a, given):
     X, y, source = _load(source)
     if X.shape[0] != net.sizes[0]:
         raise ValueError(f"{source} has {X.shape[0]} features (rows of X); the model in {path} takes {net.sizes[0]}")
-    scaler = data.Standardizer(arrays["x_mean"], arrays["x_scale"])
+    scaler = _scaler(path, arrays, net)
     if a.split == "test" and meta.get("data_sha256") != data.fingerprint(X, y):
         raise ValueError(f"{source} is not the data this model was trained on, so its 'test' split "
                          "would not be the held-out samples (it could hold training samples); "

@@ -59,6 +59,8 @@ def load_npz(path):
         raise ValueError(f"X in {path} must hold real numbers; got dtype {X.dtype}")
     if not np.isfinite(X).all():
         raise ValueError(f"X in {path} contains NaN or inf values")
+    if y.shape[0] == 0:
+        raise ValueError(f"{path} holds no samples (X has 0 columns)")
     return X.astype(np.float64), y
 
 
@@ -87,14 +89,17 @@ def split(y, test_fraction=0.2, seed=0):
     """Stratified train/test indices: the same fraction of every class is held out.
 
     Deterministic for a given ``seed``, so a saved model can be scored again on
-    exactly its held-out samples.
+    exactly its held-out samples.  It depends only on the order of the samples, which
+    of them share a class, and the seed: the same labels spelled as integers or as
+    strings hold out the same samples.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    train, test = [], []
+    y = np.asarray(y)
+    order = np.random.default_rng(seed).permutation(len(y))   # one draw over the samples:
+    train, test = [], []                                       # the classes' names play no part
     for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
+        idx = order[y[order] == c]                             # class c's samples, in that order
         n_test = int(round(test_fraction * len(idx)))
         test.append(idx[:n_test])
         train.append(idx[n_test:])
@@ -118,9 +123,15 @@ class Standardizer:
 
     @classmethod
     def fit(cls, X, max_z=5.0):
-        mean = X.mean(axis=1, keepdims=True)
-        spread = np.abs(X - mean).max(axis=1, keepdims=True) / max_z
-        scale = np.maximum(X.std(axis=1, keepdims=True), spread)
+        X = np.asarray(X, np.float64)
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                mean = X.mean(axis=1, keepdims=True)
+                spread = np.abs(X - mean).max(axis=1, keepdims=True) / max_z
+                scale = np.maximum(X.std(axis=1, keepdims=True), spread)
+        except FloatingPointError:
+            raise ValueError(f"X's values are too large to centre and scale in float64 (the largest is "
+                             f"{np.abs(X).max():.3g}); divide X by a constant first") from None
         return cls(mean, np.where(scale > 1e-12, scale, 1.0))
 
     def __call__(self, X):

@@ -71,9 +71,11 @@ class _Workspace:
             if any(f.scratch == "float" for f in net.f):
                 self.tmp = new((max(widths), n), dt)
             self.loss_scratch = kernels.LossScratch(backend, net.sizes[-1], n, dt)
-        # each layer's scratch: row slices of the widest, so they stay contiguous
-        self.scratch = [(None if self.mask is None else self.mask[:d, :], None if self.tmp is None else self.tmp[:d, :])
-                        for d in net.sizes[1:]]
+        # each non-linear layer's scratch: row slices of the widest, so they stay contiguous (a
+        # linear layer needs none, and may be wider than all the others)
+        self.scratch = [(None, None) if f.identity else
+                        (None if self.mask is None else self.mask[:d, :], None if self.tmp is None else self.tmp[:d, :])
+                        for f, d in zip(net.f, net.sizes[1:])]
 
 
 class _ParamList(list):

@@ -301,3 +301,61 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch
     assert "step" in err and "epoch 3" in err and "the last good epoch, 2, is saved" in err
     ck = io.load_checkpoint(out / "checkpoint.npz", device="cpu")
     assert ck.state.epoch == 2 and np.isfinite(gpumlp.to_numpy(ck.net.params)).all()
+
+
+# -- inputs that used to go wrong quietly ----------------------------------------------------------
+
+def test_the_split_does_not_depend_on_how_labels_are_spelled():
+    from gpumlp import data
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 12, 300)
+    as_int = data.split(data.encode_labels(y)[0], 0.25, 0)
+    as_str = data.split(data.encode_labels(y.astype(str))[0], 0.25, 0)     # "10" sorts before "2"
+    assert all(np.array_equal(a, b) for a, b in zip(as_int, as_str))
+    train, test = as_int
+    for c in range(12):                                    # still stratified
+        assert abs(np.sum(y[test] == c) - 0.25 * np.sum(y == c)) <= 0.5
+
+
+def test_data_too_large_to_scale_is_refused(tmp_path, capsys):
+    from gpumlp import data
+    X, y = data.load_digits()
+    np.savez(tmp_path / "huge.npz", X=X * 1e300, y=y)
+    assert cli.main(["train", "--device", "cpu", "--data", str(tmp_path / "huge.npz"), "--no-progress"]) == 2
+    assert "too large to centre and scale" in capsys.readouterr().err
+    np.savez(tmp_path / "none.npz", X=np.zeros((4, 0)), y=np.zeros(0, int))
+    assert cli.main(["train", "--device", "cpu", "--data", str(tmp_path / "none.npz")]) == 2
+    assert "holds no samples" in capsys.readouterr().err
+
+
+def test_a_model_file_with_misfit_scaling_is_blamed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    net, meta, arrays = io.load(out / "model.npz", device="cpu")
+    io.save(out / "model.npz", net, meta, **{**arrays, "x_mean": np.zeros(5)})
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "model.npz is damaged: its x_mean must be 64 finite numbers" in err
+
+
+def test_evaluate_says_to_pass_data_when_the_training_file_moved(tmp_path, capsys):
+    from gpumlp import data
+    X, y = data.load_digits()
+    np.savez(tmp_path / "d.npz", X=X[:, :400], y=y[:400])
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--data", str(tmp_path / "d.npz"),
+                     "--out", str(out)]) == 0
+    (tmp_path / "d.npz").rename(tmp_path / "moved.npz")
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--device", "cpu"]) == 2
+    assert "pass the data with --data" in capsys.readouterr().err
+
+
+def test_mse_suggests_a_reshape_only_where_it_fits():
+    Y = np.zeros((3, 4))
+    with pytest.raises(ValueError) as e:
+        gpumlp.losses.mse(Y, np.zeros(4))
+    assert "reshape" not in str(e.value)
+    with pytest.raises(ValueError, match=r"T.reshape\(1, -1\)"):
+        gpumlp.losses.mse(np.zeros((1, 4)), np.zeros(4))

@@ -112,10 +112,13 @@ def test_mse_with_targets_and_its_errors():
     with pytest.raises(ValueError, match=exact(
             "targets T must have the shape of Y, (3, 5) (K × N, one column per sample); got (2, 5)")):
         mse(Y_3x5, T[:2])
-    with pytest.raises(ValueError, match=exact(
-            "targets T must have the shape of Y, (3, 5) (K × N, one column per sample); got (5,)"
-            " — use T.reshape(1, -1)")):
+    with pytest.raises(ValueError, match=exact(        # K = 3: no reshape could fit, none is suggested
+            "targets T must have the shape of Y, (3, 5) (K × N, one column per sample); got (5,)")):
         mse(Y_3x5, T[0])
+    with pytest.raises(ValueError, match=exact(
+            "targets T must have the shape of Y, (1, 5) (K × N, one column per sample); got (5,)"
+            " — use T.reshape(1, -1)")):
+        mse(Y_3x5[:1], T[0])
 
 
 def test_the_network_output_must_be_a_2d_float_array():

@@ -1,0 +1,371 @@
+"""A scikit-learn estimator over gpumlp: :class:`MLPClassifier` (the ``sklearn`` extra).
+
+scikit-learn puts one sample per **row** (X is N × d0); gpumlp puts one per column.
+The estimator checks X the scikit-learn way (``validate_data``: dtype, NaN, sparse,
+``n_features_in_``, feature names) and hands ``X.T``, a free view, to gpumlp, whose
+own check and device transfer then store it once in the layout its steps use.
+Training is :func:`gpumlp.train.fit` itself, so the column-major MLP, its kernels and
+its device path stay the one core; this module adds only what scikit-learn means by
+its parameters:
+
+* ``alpha`` is scikit-learn's L2 penalty 0.5·alpha·Σ_k‖W_k‖²/n on the weights of a
+  batch of n samples (never the biases), i.e. alpha·W_k/n added to dW_k before the
+  step.  It is *not* ``gpumlp.SGD``'s ``weight_decay``, which decays the biases too and
+  does not divide by n; :class:`L2PenaltySGD` adds the penalty's gradient, then
+  delegates to a plain :class:`gpumlp.SGD`.
+* ``partial_fit`` is one more epoch of ``fit`` on the given data, with the same network,
+  optimizer and :class:`gpumlp.train.TrainState`, so SGD's momentum and the shuffling
+  generator carry over from call to call (and from a ``fit`` before).
+* ``random_state`` as scikit-learn takes it: an int seeds both the initial weights
+  and the shuffling exactly as ``gpumlp.MLP(seed=...)`` and ``fit(seed=...)`` do.
+
+Importing this module without scikit-learn raises an ImportError naming the extra.
+"""
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.utils import check_random_state
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as e:
+    raise ImportError(f"gpumlp.sklearn needs scikit-learn ({e}); pip install 'gpumlp[sklearn]'") from e
+
+import numbers
+import weakref
+
+import numpy as np
+
+from ._checks import number, positive_int
+from .activations import ACTIVATIONS
+from .losses import get_loss, softmax
+from .model import MLP
+from .optim import SGD
+from .train import TrainState
+from .train import fit as _fit
+
+__all__ = ["MLPClassifier", "L2PenaltySGD"]
+
+# scikit-learn's names for activations, beside gpumlp's own (which are accepted too)
+_ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid"}
+
+
+class L2PenaltySGD:
+    """:class:`gpumlp.SGD` on the loss plus scikit-learn's L2 penalty on the weights.
+
+    scikit-learn's MLP minimises, per batch of n samples, the data loss plus
+    0.5·alpha·Σ_k‖W_k‖²/n; biases are not penalised.  Its gradient, alpha·W_k/n, is
+    added to the weight views of ``net.grads`` (so they then hold the gradient of the
+    penalised batch loss, as scikit-learn's ``coef_grads`` do), and the plain SGD step
+    follows.  ``SGD(weight_decay=...)`` cannot express this: it decays biases too
+    and has no 1/n.  Momentum is SGD's, kept per network.
+    """
+
+    def __init__(self, lr, momentum=0.0, alpha=0.0):
+        self.alpha = number(alpha, "alpha", lambda v: v >= 0, "a finite number >= 0")
+        self.sgd = SGD(lr, momentum=momentum)          # weight_decay stays 0: see above
+        self._views = weakref.WeakKeyDictionary()      # net -> (W, dW, scratch), per layer
+
+    @property
+    def lr(self):
+        return self.sgd.lr
+
+    @property
+    def momentum(self):
+        return self.sgd.momentum
+
+    def step(self, net):
+        """Update ``net`` in place from the gradients of its last backward()."""
+        if not net._fresh:
+            raise RuntimeError("step() needs the gradients of the last forward pass: call "
+                               "net.backward(dY) after net.forward(X) first")
+        self._update(net)
+
+    def _update(self, net):
+        """The update (unchecked, as ``gpumlp.train.fit`` calls it): dW_k += alpha·W_k/n, then SGD.
+
+        n is the batch of the last forward pass: the losses normalise by it, so the
+        data gradient and the penalty's are both per-sample means, as in scikit-learn.
+        """
+        if self.alpha:
+            xp, c = net.xp, self.alpha / net.Z[-1].shape[1]
+            for W, dW, tmp in self._layers(net):
+                xp.multiply(W, c, out=tmp)
+                xp.add(dW, tmp, out=dW)
+        self.sgd._update(net)
+
+    def _layers(self, net):
+        """The weight and gradient views of each layer, with a scratch of W's shape
+        (allocated once per network, so a step allocates nothing)."""
+        views = self._views.get(net)
+        if views is None:
+            new = net.backend.empty
+            views = self._views[net] = [(W, dW, new(tuple(W.shape), W.dtype)) for W, dW in zip(net.W, net.dW)]
+        return views
+
+    def get_state(self, net):
+        """SGD's momentum for ``net`` as host arrays (:meth:`gpumlp.SGD.get_state`): the penalty
+        itself keeps no state."""
+        return self.sgd.get_state(net)
+
+    def set_state(self, net, state):
+        """Take back a state from :meth:`get_state`, so that the next step continues the saved run."""
+        self.sgd.set_state(net, state)
+
+    def __repr__(self):
+        return f"L2PenaltySGD(lr={self.lr}, momentum={self.momentum}, alpha={self.alpha})"
+
+
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """Multilayer perceptron classifier trained by gpumlp, with scikit-learn's interface.
+
+    X is N × d0 (one sample per row), as everywhere in scikit-learn; labels may be any
+    values (``classes_`` holds them, sorted).  The network is ``gpumlp.MLP([d0,
+    *hidden_layer_sizes, n_classes])`` with a linear output (two outputs for two
+    classes), trained by :func:`gpumlp.train.fit` with mini-batch SGD.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Widths of the hidden layers; ``()`` gives a linear model.
+    activation : str, default='relu'
+        Hidden activation: scikit-learn's 'identity', 'logistic', 'tanh', 'relu', or
+        gpumlp's 'linear', 'sigmoid', 'leaky_relu'.
+    loss : {'ce', 'hinge', 'mse'}, default='ce'
+        Softmax cross-entropy, the multi-class hinge on softmax probabilities, or
+        squared error on one-hot targets (see :mod:`gpumlp.losses`).
+    margin : float, default=1.0
+        The hinge loss's margin C.
+    alpha : float, default=1e-4
+        scikit-learn's L2 penalty on the weights (not the biases): 0.5·alpha·Σ‖W‖²
+        divided by the batch's sample count (see :class:`L2PenaltySGD`).
+    batch_size : int or 'auto', default=32
+        Samples per SGD step; 'auto' is min(200, n_samples) as in scikit-learn.
+    learning_rate_init : float or 'auto', default='auto'
+        The constant SGD learning rate; 'auto' is gpumlp's default for the loss
+        (ce 0.1, hinge 0.01, mse 0.02).
+    momentum : float, default=0.9
+        SGD momentum in [0, 1) (``torch.optim.SGD``'s rule, no Nesterov).
+    max_iter : int, default=30
+        Epochs of ``fit``.  There is no early stopping: every epoch runs.
+    random_state : int, RandomState or None, default=None
+        Seeds the initial weights and the shuffling.  An int s gives exactly
+        ``gpumlp.MLP(seed=s)`` trained by ``fit(seed=s)``.
+    device : {'cpu', 'gpu', 'auto'}, default='cpu'
+        Where the network lives (see :func:`gpumlp.get_backend`).
+    dtype : {'float64', 'float32'}, default='float64'
+        The network's precision.  float64 by default, as scikit-learn computes on
+        float64 input; 'float32' is the fast choice on a GPU.
+    verbose : bool, default=False
+        Print each epoch's loss and accuracy.
+
+    Attributes
+    ----------
+    net_ : gpumlp.MLP
+        The trained network (d0 × N inside: ``net_.predict(X.T)``).
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    loss_curve_ : list of float
+        Each epoch's mean training loss, as :func:`gpumlp.train.fit` reports it (the data
+        loss over the batches as they were seen; without the L2 penalty, which
+        scikit-learn's own curve includes).  ``partial_fit`` appends to it.
+    loss_ : float
+        The last entry of ``loss_curve_``.
+    n_iter_ : int
+        Epochs run by the last ``fit`` or ``partial_fit`` call.
+    coefs_, intercepts_ : lists of ndarray
+        The weights and biases in scikit-learn's layout (W_k.T, d_{k-1} × d_k, and b_k as a vector).
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="ce", margin=1.0, alpha=1e-4,
+                 batch_size=32, learning_rate_init="auto", momentum=0.9, max_iter=30, random_state=None,
+                 device="cpu", dtype="float64", verbose=False):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.loss = loss
+        self.margin = margin
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.momentum = momentum
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # -- training --------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train a new network on X (n_samples × n_features) and labels y for ``max_iter`` epochs."""
+        epochs = positive_int(self.max_iter, "max_iter")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
+        check_classification_targets(y)
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; "
+                             f"got 1 class ({classes[0]!r})")
+        init_seed, shuffle_seed = self._seeds()
+        net, optimizer = self._build(X.shape[1], len(classes), init_seed)
+        state = TrainState(shuffle_seed)
+        history = self._train(net, optimizer, state, X, codes, epochs)
+        self.classes_, self.net_, self._optimizer, self._state = classes, net, optimizer, state
+        self.loss_curve_ = [h["loss"] for h in history]
+        self.loss_, self.n_iter_ = self.loss_curve_[-1], len(history)
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over X and y, continuing the network, SGD's momentum and the shuffling
+        generator of the earlier calls (so fit for k epochs, then partial_fit on the same
+        data, trains exactly as fit for k + 1 epochs).
+
+        ``classes`` (every label of the whole problem) is required on the first call,
+        as in scikit-learn, and must then be left out or be the same; y need not
+        contain all of them.  After ``fit``, partial_fit continues that network.
+        """
+        first = not hasattr(self, "net_")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit "
+                             "(every label of the problem, e.g. np.unique(y_all))")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first)
+        check_classification_targets(y)
+        if classes is not None:
+            classes = np.unique(classes)
+            if len(classes) < 2:
+                raise ValueError(f"{type(self).__name__} needs at least 2 classes; got classes={classes!r}")
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"classes={classes!r} is not the same as in the first call to "
+                                 f"partial_fit or fit, {self.classes_!r}")
+        else:
+            classes = self.classes_
+        codes = np.searchsorted(classes, y)
+        unknown = (codes >= len(classes)) | (classes[np.minimum(codes, len(classes) - 1)] != y)
+        if unknown.any():
+            raise ValueError(f"y has labels not in classes {classes!r}: {np.unique(y[unknown])!r}")
+        if first:
+            init_seed, shuffle_seed = self._seeds()
+            net, optimizer = self._build(X.shape[1], len(classes), init_seed)
+            state, curve = TrainState(shuffle_seed), []
+        else:
+            net, optimizer, state, curve = self.net_, self._optimizer, self._state, self.loss_curve_
+        history = self._train(net, optimizer, state, X, codes, state.epoch + 1)    # fit's epochs: the run's total
+        self.classes_, self.net_, self._optimizer, self._state = classes, net, optimizer, state
+        self.loss_curve_ = curve + [history[0]["loss"]]
+        self.loss_, self.n_iter_ = self.loss_curve_[-1], 1
+        return self
+
+    def _seeds(self):
+        """(initial-weights seed, shuffle seed): the int itself for an int random_state, so
+        that the estimator reproduces gpumlp's own ``MLP(seed=s)`` and ``fit(seed=s)``; two
+        draws from the RandomState (NumPy's global one for None) otherwise."""
+        seed = self.random_state
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            return int(seed), int(seed)
+        return tuple(int(s) for s in check_random_state(seed).randint(2**31, size=2))
+
+    def _build(self, n_features, n_classes, seed):
+        """A new network and optimizer from the parameters, checked here (scikit-learn
+        builds estimators without checking; gpumlp's constructors check the rest)."""
+        hidden = self.hidden_layer_sizes
+        hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
+        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden_layer_sizes must be a positive int or a sequence of them; "
+                             f"got {self.hidden_layer_sizes!r}")
+        activation = _ACTIVATIONS.get(self.activation, self.activation)
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of scikit-learn's {', '.join(sorted(_ACTIVATIONS))}, tanh, "
+                             f"relu or gpumlp's {', '.join(sorted(ACTIVATIONS))}; got {self.activation!r}")
+        net = MLP([n_features, *hidden, n_classes], activation=activation, output="linear",
+                  dtype=self.dtype, device=self.device, seed=seed)
+        lr = get_loss(self.loss).lr if _is_auto(self.learning_rate_init) else self.learning_rate_init
+        return net, L2PenaltySGD(number(lr, "learning_rate_init", lambda v: v > 0, "a finite number > 0 or 'auto'"),
+                                 momentum=self.momentum, alpha=self.alpha)
+
+    def _train(self, net, optimizer, state, X, codes, epochs):
+        """gpumlp's fit on X.T (d0 × N), continuing ``state`` up to ``epochs`` in all; returns
+        the history of the epochs it ran."""
+        n = X.shape[0]
+        if _is_auto(self.batch_size):
+            batch_size = min(200, n)
+        else:
+            batch_size = positive_int(self.batch_size, "batch_size")
+        return _fit(net, X.T, codes, optimizer, loss=self.loss, margin=self.margin, epochs=epochs,
+                    batch_size=batch_size, state=state, progress=False, log=print if self.verbose else None)
+
+    # -- prediction ------------------------------------------------------------------
+    def _outputs(self, X):
+        """The network's output Y (n_classes × N) for checked X (N × d0), as a NumPy array,
+        4096 columns at a time: the private path of ``MLP.predict``, after one check."""
+        net = self.net_
+        X = net._input(X.T, copy=False)
+        try:
+            return np.concatenate([net.backend.to_numpy(net._forward(Z0)) for Z0 in net._batches(X, 4096)], axis=1)
+        finally:
+            net._release_inputs()
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+
+    def predict(self, X):
+        """The class of each row of X: ``classes_[argmax_j Y_j]``."""
+        X = self._check_X(X)
+        return self.classes_[self.net_.predict(X.T)]
+
+    def _has_proba(self):
+        """Probabilities are softmax(Y) for the losses trained on it (ce and hinge), not for mse."""
+        return self.loss != "mse"
+
+    @available_if(_has_proba)
+    def predict_proba(self, X):
+        """softmax of the network's output, one row per sample, columns in ``classes_`` order."""
+        return softmax(np, self._outputs(self._check_X(X))).T
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X):
+        """log of :meth:`predict_proba`, computed as Y − logsumexp(Y) so that it stays finite."""
+        Y = self._outputs(self._check_X(X))
+        Y = Y - Y.max(axis=0, keepdims=True)
+        return (Y - np.log(np.exp(Y).sum(axis=0, keepdims=True))).T
+
+    # -- scikit-learn's layout of the parameters -------------------------------------
+    @property
+    def coefs_(self):
+        """Weights as scikit-learn lays them out: W_k.T (d_{k-1} × d_k), NumPy copies."""
+        check_is_fitted(self)
+        return [w.T for w in self.net_.get_params()[0]]
+
+    @property
+    def intercepts_(self):
+        """Biases as scikit-learn lays them out: b_k as a vector of length d_k."""
+        check_is_fitted(self)
+        return [b.ravel() for b in self.net_.get_params()[1]]
+
+    # -- pickling: scikit-learn copies estimators this way (gpumlp's files never do) --
+    def __getstate__(self):
+        """The estimator with its network as host arrays (a device array or a bound kernel
+        does not pickle) and SGD's momentum, so that partial_fit resumes exactly.  The
+        TrainState (the shuffling generator) pickles as it is."""
+        state = dict(super().__getstate__())
+        net, optimizer = state.pop("net_", None), state.pop("_optimizer", None)
+        if net is not None:
+            W, b = net.get_params()
+            state["_net_state"] = {
+                "sizes": list(net.sizes), "activation": net.activation, "output": net.output, "bias": net.bias,
+                "dtype": net.dtype, "W": W, "b": b, "lr": optimizer.lr, "momentum": optimizer.momentum,
+                "alpha": optimizer.alpha, "optimizer": optimizer.get_state(net)}
+        return state
+
+    def __setstate__(self, state):
+        """Rebuild the network on ``device`` (a GPU-trained model loads on a CPU with device='cpu')."""
+        saved = state.pop("_net_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            net = MLP(saved["sizes"], activation=saved["activation"], output=saved["output"], bias=saved["bias"],
+                      dtype=saved["dtype"], device=self.device)
+            net.set_params(saved["W"], saved["b"])
+            optimizer = L2PenaltySGD(saved["lr"], momentum=saved["momentum"], alpha=saved["alpha"])
+            optimizer.set_state(net, saved["optimizer"])
+            self.net_, self._optimizer = net, optimizer
+
+
+def _is_auto(value):
+    return isinstance(value, str) and value == "auto"

@@ -1,4 +1,4 @@
-"""The gpumlp command: train, evaluate, example.
+"""The gpumlp command: train, evaluate, predict, plot, example.
 
 Exit codes: 0 success, 2 a usage or input error (bad options, data or files), 1 a
 failure during training (divergence, a device that is missing or fails), 130 an
@@ -19,14 +19,16 @@ from .example import exercise2, walkthrough
 from .losses import LOSSES
 from .model import MLP
 from .optim import SGD
-from .train import TrainingDiverged, TrainState, evaluate, fit
+from .classifier import Classifier
+from .train import OutOfDeviceMemory, TrainingDiverged, TrainState, fit
 
 SPLIT_SEED = 0
 DEFAULT_LR = {name: entry.lr for name, entry in LOSSES.items()}    # tuned on the digits; see README
 RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.json", "metrics.jsonl")
 # the options a run is made of: a resumed run takes them from its checkpoint
 RUN_OPTIONS = ("data", "loss", "epochs", "batch_size", "lr", "momentum", "weight_decay", "hidden", "activation",
-               "margin", "dtype", "seed", "test_fraction", "threads", "checkpoint_every", "noise_scale")
+               "margin", "dtype", "seed", "test_fraction", "threads", "checkpoint_every", "noise_scale",
+               "clip_grad_norm", "plot")
 
 
 class Interrupted(Exception):
@@ -153,6 +155,8 @@ def _validate(a):
     get_activation(a.activation)                   # raises ValueError naming the choices
     if not 0 < a.test_fraction < 1:
         raise ValueError(f"--test-fraction must lie strictly between 0 and 1; got {a.test_fraction}")
+    if a.plot and not a.out:
+        raise ValueError("--plot draws DIR/curves.png: give --out DIR")
 
 
 def cmd_train(a, given):
@@ -177,7 +181,7 @@ def cmd_train(a, given):
             "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED, "blas_threads": n_threads,
             "args": {k: getattr(a, k) for k in RUN_OPTIONS}}
     extra = {"x_mean": scaler.mean, "x_scale": scaler.scale, "classes": classes}
-    optimizer = SGD(a.lr, a.momentum, a.weight_decay)
+    optimizer = SGD(a.lr, a.momentum, a.weight_decay, a.clip_grad_norm)
     return _train(a, net, optimizer, TrainState(a.seed), scaler, (Xtr, ytr, Xte, yte), meta, extra, [], source)
 
 
@@ -208,7 +212,7 @@ def _resume(a, given):
     idx, _ = data.encode_labels(y, ck.arrays["classes"])
     Xtr, ytr, Xte, yte = _split(X, idx, meta["test_fraction"])
     scaler = data.Standardizer(ck.arrays["x_mean"], ck.arrays["x_scale"])
-    optimizer = SGD(a.lr, a.momentum, a.weight_decay)
+    optimizer = SGD(a.lr, a.momentum, a.weight_decay, a.clip_grad_norm)
     try:
         optimizer.set_state(ck.net, ck.optimizer_state)
     except ValueError as e:
@@ -243,11 +247,11 @@ def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source
         else:
             how = "no epoch was completed, so there is nothing to resume"
         raise Interrupted(f"interrupted after epoch {done}; {how}") from None
-    except TrainingDiverged as e:
+    except (TrainingDiverged, OutOfDeviceMemory) as e:
         run.save_checkpoint(net)
         if run.saved_epoch is not None:
-            raise TrainingDiverged(f"{e}; the last good epoch, {run.saved_epoch}, is saved in "
-                                   f"{run.path('checkpoint.npz')}") from None
+            raise type(e)(f"{e}; the last good epoch, {run.saved_epoch}, is saved in "
+                          f"{run.path('checkpoint.npz')}") from None
         raise
     seconds = time.perf_counter() - t0
     run.save_checkpoint(net)
@@ -266,46 +270,81 @@ def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source
                    "args": meta["args"], **model_meta}
         io.atomic_write(run.path("metrics.json"), lambda f: json.dump(metrics, f, indent=2), mode="w")
         print(f"wrote {run.path('model.npz')}, {run.path('checkpoint.npz')} and {run.path('metrics.json')}")
+        if a.plot:
+            _draw(a.out, run.history)
     return 0
 
 
-def _scaler(path, arrays, net):
-    """The model file's scaling, checked against its model (a wrong size is the file's fault)."""
-    d0 = net.sizes[0]
-    for key in ("x_mean", "x_scale"):
-        a = arrays[key]
-        if a.shape not in ((d0, 1), (d0,)) or not np.isdtype(a.dtype, "real floating") or not np.isfinite(a).all():
-            raise ValueError(f"{path} is damaged: its {key} must be {d0} finite numbers for the model's "
-                             f"{d0} inputs; got {a.dtype} of shape {a.shape}")
-    if not (arrays["x_scale"] > 0).all():
-        raise ValueError(f"{path} is damaged: its x_scale has values <= 0")
-    return data.Standardizer(arrays["x_mean"].reshape(d0, 1), arrays["x_scale"].reshape(d0, 1))
+def _draw(folder, history):
+    from .plot import learning_curves
+    path = os.path.join(folder, "curves.png")
+    learning_curves(history, path, title=f"gpumlp run {os.path.abspath(folder)}")
+    print(f"wrote {path}")
+
+
+def _history(folder):
+    """A run's per-epoch history: metrics.json when the run finished, else metrics.jsonl."""
+    for name in ("metrics.json", "metrics.jsonl"):
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            with open(path) as f:
+                if name == "metrics.json":
+                    return json.load(f)["history"]
+                return [json.loads(line) for line in f if line.strip()]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is damaged: {e}") from None
+    raise ValueError(f"{folder} holds no metrics.json or metrics.jsonl (a run writes them with --out)")
+
+
+def cmd_plot(a, given):
+    if not os.path.isdir(a.run):
+        raise ValueError(f"{a.run} is not a folder written by 'gpumlp train --out'")
+    _draw(a.run, _history(a.run))
+    return 0
+
+
+def cmd_predict(a, given):
+    clf = Classifier.load(a.model, device=a.device)
+    X, _ = data.load_npz(a.data, labels=False)
+    d0 = clf.net.sizes[0]
+    if X.shape[0] != d0:
+        hint = " (one sample per row? save X.T)" if X.shape[1] == d0 else ""
+        raise ValueError(f"X in {a.data} has {X.shape[0]} rows (features); the model takes {d0}{hint}")
+    labels = clf.predict(X)
+    if a.out:
+        text = "sample,label\n" + "".join(f"{n},{label}\n" for n, label in enumerate(labels.tolist()))
+        io.atomic_write(a.out, lambda f: f.write(text), mode="w")
+        print(f"wrote {len(labels)} predictions to {a.out}")
+    else:
+        sys.stdout.write("".join(f"{label}\n" for label in labels.tolist()))
+    return 0
 
 
 def cmd_evaluate(a, given):
     path = os.path.join(a.model, "model.npz") if os.path.isdir(a.model) else a.model
-    net, meta, arrays = io.load(path, device=a.device)
-    missing = {"x_mean", "x_scale", "classes"} - set(arrays)
-    if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}: it was not written by 'gpumlp train'")
+    clf = Classifier.load(path, device=a.device)
+    meta = clf.meta
     source = a.data if a.data else (None if meta.get("data") == "digits" else meta.get("data"))
     if source is not None and not a.data and not os.path.exists(source):
         raise ValueError(f"{path} was trained on {source}, which is not there any more: "
                          "pass the data with --data FILE.npz")
     X, y, source = _load(source)
-    if X.shape[0] != net.sizes[0]:
-        raise ValueError(f"{source} has {X.shape[0]} features (rows of X); the model in {path} takes {net.sizes[0]}")
-    scaler = _scaler(path, arrays, net)
+    if X.shape[0] != clf.net.sizes[0]:
+        raise ValueError(f"{source} has {X.shape[0]} features (rows of X); the model in {path} takes "
+                         f"{clf.net.sizes[0]}")
     if a.split == "test" and meta.get("data_sha256") != data.fingerprint(X, y):
         raise ValueError(f"{source} is not the data this model was trained on, so its 'test' split "
                          "would not be the held-out samples (it could hold training samples); "
                          "score it with --split all")
-    y, _ = data.encode_labels(y, arrays["classes"])
     if a.split == "test":
-        _, _, X, y = _split(X, y, meta.get("test_fraction", 0.2))
-    loss, acc = evaluate(net, scaler(X), y, meta.get("loss", "ce"), meta.get("margin", 1.0))
+        idx, _ = data.encode_labels(y, clf.classes)
+        _, _, X, idx = _split(X, idx, meta.get("test_fraction", 0.2))
+        y = clf.classes[idx]
+    loss, acc = clf.evaluate(X, y)
     result = {"model": path, "data": source, "split": a.split, "samples": int(X.shape[1]),
-              "loss": loss, "accuracy": acc, "device": net.backend.name}
+              "loss": loss, "accuracy": acc, "device": clf.net.backend.name}
     print(json.dumps(result) if a.json else
           f"{source} ({a.split} split, {X.shape[1]} samples): accuracy {acc:.4f}  loss {loss:.4f}")
     return 0
@@ -354,6 +393,9 @@ def parser():
                    help="the share of every class held out as the test split")
     t.add_argument("--threads", type=_positive, default=None,
                    help="BLAS threads on the CPU (default: chosen from the layer sizes and batch size)")
+    t.add_argument("--clip-grad-norm", metavar="C", type=_number(0, low_open=True), default=None,
+                   help="rescale each step's gradient to a global norm of at most C")
+    t.add_argument("--plot", action="store_true", help="draw DIR/curves.png (loss and accuracy) at the end")
     t.add_argument("--noise-scale", action="store_true",
                    help="measure the gradient noise scale B_simple from every batch and log it each epoch")
     t.add_argument("--out", metavar="DIR",
@@ -377,6 +419,21 @@ def parser():
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_evaluate)
 
+    r = sub.add_parser("predict", help="predict the labels of new data with a model from 'gpumlp train --out'",
+                       formatter_class=fmt, description="Predict labels with a model written by 'gpumlp train "
+                       "--out': its own scaling and class names are applied; the data needs no labels.")
+    r.add_argument("model", help="DIR (from --out) or DIR/model.npz")
+    r.add_argument("--data", metavar="FILE.npz", required=True, help="X (d0 × N, one sample per column); y is ignored")
+    r.add_argument("--out", metavar="FILE.csv", help="write sample,label rows here (default: one label per line on stdout)")
+    r.add_argument("--device", default=None, help="auto, cpu or gpu (default: $GPUMLP_DEVICE, else auto)")
+    r.set_defaults(func=cmd_predict)
+
+    g = sub.add_parser("plot", help="draw a run's loss and accuracy curves to DIR/curves.png", formatter_class=fmt,
+                       description="Draw the loss and accuracy curves of a run (train and test) to DIR/curves.png "
+                       "(needs matplotlib: pip install 'gpumlp[plot]').")
+    g.add_argument("run", metavar="DIR", help="a folder written by 'gpumlp train --out'")
+    g.set_defaults(func=cmd_plot)
+
     x = sub.add_parser("example", help="print the homework's exercise 2, computed by gpumlp", formatter_class=fmt,
                        description="Print the homework's exercise 2, computed by gpumlp.")
     x.add_argument("--device", default="cpu")
@@ -394,7 +451,7 @@ def main(argv=None):
     try:
         a = parser().parse_args(argv)
         return a.func(a, _given(argv))
-    except (ValueError, DeviceUnavailableError, TrainingDiverged) as e:
+    except (ValueError, DeviceUnavailableError, TrainingDiverged, OutOfDeviceMemory) as e:
         print(f"gpumlp: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1
     except Interrupted as e:

@@ -18,11 +18,16 @@ def load_digits():
         return z["images"].T.astype(np.float64), z["labels"].astype(np.int64)
 
 
-def load_npz(path):
+def load_npz(path, labels=True):
     """The user's data set: a .npz with ``X`` (d0 × N, one sample per column) and ``y`` (N labels).
 
     Labels may be integers or strings; they are returned as they are (see
-    :func:`encode_labels`).  Files are read without pickle.
+    :func:`encode_labels`).  With ``labels=False`` (prediction) ``y`` may be absent, and
+    is None then.  Files are read without pickle.
+
+    A file with one sample per row is recognised when its number of rows equals the
+    number of labels, or (without labels) when it does not fit the model; a square X
+    (N = d0) cannot be told from the right layout and is taken as d0 × N.
     """
     try:
         with open(path, "rb") as f:
@@ -30,11 +35,12 @@ def load_npz(path):
                 raise ValueError(f"cannot read {path} as a .npz file: it is not a zip archive "
                                  "(write it with numpy.savez)")
         with np.load(path, allow_pickle=False) as z:
-            missing = {"X", "y"} - set(z.files)
+            missing = ({"X", "y"} if labels else {"X"}) - set(z.files)
             if missing:
-                raise ValueError(f"{path} must hold arrays named 'X' (d0 × N) and 'y' (N labels); "
-                                 f"missing {sorted(missing)}, found {sorted(z.files)}")
-            X, y = z["X"], z["y"]
+                raise ValueError(f"{path} must hold arrays named 'X' (d0 × N)" + (" and 'y' (N labels)" if labels else "")
+                                 + f"; missing {sorted(missing)}, found {sorted(z.files)}")
+            X = z["X"]
+            y = z["y"] if "y" in z.files else None
     except ValueError as e:
         if "pickle" in str(e):
             raise ValueError(f"{path} holds object arrays, which gpumlp does not load (no pickle); "
@@ -46,11 +52,11 @@ def load_npz(path):
     except Exception as e:          # a damaged file: BadZipFile, zlib.error, EOFError, MemoryError, ...
         raise ValueError(f"{path} is damaged, it cannot be read as a .npz file ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
-    if y.ndim != 1:
-        raise ValueError(f"y in {path} must be 1-D (one label per sample); got shape {y.shape}")
     if X.ndim != 2:
         raise ValueError(f"X in {path} must be 2-D (d0 × N); got shape {X.shape}")
-    if X.shape[1] != y.shape[0]:
+    if y is not None and y.ndim != 1:
+        raise ValueError(f"y in {path} must be 1-D (one label per sample); got shape {y.shape}")
+    if y is not None and X.shape[1] != y.shape[0]:
         if X.shape[0] == y.shape[0]:
             raise ValueError(f"X in {path} has shape {X.shape}: one sample per row (N × d0), but gpumlp "
                              f"wants one sample per column (d0 × N); save X.T instead")
@@ -59,7 +65,7 @@ def load_npz(path):
         raise ValueError(f"X in {path} must hold real numbers; got dtype {X.dtype}")
     if not np.isfinite(X).all():
         raise ValueError(f"X in {path} contains NaN or inf values")
-    if y.shape[0] == 0:
+    if X.shape[1] == 0:
         raise ValueError(f"{path} holds no samples (X has 0 columns)")
     return X.astype(np.float64), y
 

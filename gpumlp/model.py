@@ -349,13 +349,21 @@ class MLP:
 
     def predict(self, X, batch_size=4096):
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
+        return self._map(X, batch_size, lambda Y: self.xp.argmax(Y, axis=0), axis=0)
+
+    def outputs(self, X, batch_size=4096):
+        """The outputs Y (d_L × N) for X (d0 × N) as a NumPy array, ``batch_size`` columns at
+        a time (no workspace as wide as N, and nothing kept of X)."""
+        return self._map(X, batch_size, lambda Y: self.xp.astype(Y, Y.dtype, copy=True), axis=1)
+
+    def _map(self, X, batch_size, fn, axis):
         batch_size = positive_int(batch_size, "batch_size")
         X = self._input(X, copy=False)
         try:
-            out = [self.xp.argmax(self._forward(Z0), axis=0) for Z0 in self._batches(X, batch_size)]
+            out = [fn(self._forward(Z0)) for Z0 in self._batches(X, batch_size)]
         finally:
             self._release_inputs()
-        return np.concatenate([self.backend.to_numpy(o) for o in out])
+        return np.concatenate([self.backend.to_numpy(o) for o in out], axis=axis)
 
     def get_params(self):
         """(W, b) as lists of NumPy arrays (b is None when bias=False)."""

@@ -14,15 +14,21 @@ class SGD:
     applies to every parameter, biases included.  One fused kernel runs over the
     whole flat buffer ``net.params``, however many layers there are; ``net.grads``
     keeps the plain gradient.  Momentum is kept per model.
+
+    ``clip_norm`` rescales the gradient first, on the device, to a global norm of at
+    most ``clip_norm`` (∇θ ← ∇θ · min(1, clip_norm / ‖∇θ‖), as
+    ``torch.nn.utils.clip_grad_norm_``); ``net.grads`` then holds the clipped gradient.
     """
 
     chunk = 1 << 15       # the host twin's shortest pass: its scratch, and it stays in cache
 
-    def __init__(self, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(self, lr, momentum=0.0, weight_decay=0.0, clip_norm=None):
         self.lr = number(lr, "lr", lambda v: v > 0, "a finite number > 0")
+        self.clip_norm = None if clip_norm is None else number(clip_norm, "clip_norm", lambda v: v > 0,
+                                                               "a finite number > 0, or None")
         self.momentum = number(momentum, "momentum", lambda v: 0 <= v < 1, "a number in [0, 1)")
         self.weight_decay = number(weight_decay, "weight_decay", lambda v: v >= 0, "a finite number >= 0")
-        self._state = weakref.WeakKeyDictionary()      # net -> (kernel, velocity, scratch)
+        self._state = weakref.WeakKeyDictionary()      # net -> (kernel, velocity, scratch, clip's norm)
 
     def step(self, net):
         """Update ``net``'s parameters in place from the gradients of its last backward()."""
@@ -36,8 +42,19 @@ class SGD:
         state = self._state.get(net)
         if state is None or (self.momentum and state[1] is None):    # first step, or momentum turned on
             state = self._state[net] = self._prepare(net)
-        kernel, velocity, scratch = state
+        kernel, velocity, scratch, norm = state
+        if self.clip_norm is not None:
+            self._clip(net.xp, net.grads, norm)
         kernel(net.params, net.grads, velocity, self.lr, self.momentum, self.weight_decay, scratch)
+
+    def _clip(self, xp, g, norm):
+        """g /= max(1, ‖g‖ / clip_norm), in device buffers (no host read)."""
+        row = xp.reshape(g, (1, -1))
+        xp.matmul(row, xp.reshape(g, (-1, 1)), out=norm)       # ‖g‖²
+        xp.sqrt(norm, out=norm)
+        xp.divide(norm, self.clip_norm, out=norm)
+        xp.maximum(norm, 1.0, out=norm)
+        xp.divide(g, xp.reshape(norm, (1,)), out=g)
 
     def _prepare(self, net):
         """The bound kernel, the velocity, and the twin's scratch: on the host 1/16 of the
@@ -47,7 +64,7 @@ class SGD:
         velocity = backend.zeros((n,), net.params.dtype) if self.momentum else None
         length = n if backend.is_gpu else min(n, max(self.chunk, -(-n // 16)))
         scratch = None if backend.fused else backend.empty((length,), net.params.dtype)
-        return backend.kernel(SGD_KERNEL), velocity, scratch
+        return backend.kernel(SGD_KERNEL), velocity, scratch, backend.empty((1, 1), net.params.dtype)
 
     def get_state(self, net):
         """The optimizer's state for ``net`` as host arrays, to save beside the parameters:
@@ -71,4 +88,5 @@ class SGD:
         self._state[net] = fresh
 
     def __repr__(self):
-        return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
+        clip = "" if self.clip_norm is None else f", clip_norm={self.clip_norm}"
+        return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}{clip})"

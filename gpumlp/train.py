@@ -18,11 +18,20 @@ from ._checks import positive_int, to_labels
 from .losses import check_margin, get_loss
 from .noise import NoiseScale, _StepRecords
 
-__all__ = ["fit", "evaluate", "TrainingDiverged", "TrainState"]
+__all__ = ["fit", "evaluate", "TrainingDiverged", "TrainState", "OutOfDeviceMemory"]
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class OutOfDeviceMemory(RuntimeError):
+    """The device ran out of memory; the message names the batch size."""
+
+
+def _out_of_memory(e):
+    """CuPy's OutOfMemoryError (and cuBLAS's allocation failure), or a host MemoryError."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "CUBLAS_STATUS_ALLOC_FAILED" in str(e)
 
 
 class TrainState:
@@ -198,6 +207,13 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
                     log(_describe(record, epochs))
                 if on_epoch is not None:
                     on_epoch(record, state)
+    except Exception as e:
+        if not _out_of_memory(e):
+            raise
+        raise OutOfDeviceMemory(
+            f"the {net.backend.name} device ran out of memory training at batch size {batch_size} "
+            f"({type(e).__name__}); try a smaller batch size (--batch-size). The step that failed "
+            f"made no update: the parameters are those after the last step that ran") from None
     finally:
         net._release_inputs()             # the cached batches must not keep the data alive
     return history

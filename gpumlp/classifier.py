@@ -1,0 +1,84 @@
+"""A trained classifier as a user holds it: the network with the scaling of its inputs
+and the names of its classes, as `gpumlp train --out` saves them.
+
+    clf = gpumlp.Classifier.load("run")          # run/ or run/model.npz
+    clf.predict(X)                               # X: d0 × N raw features -> N class names
+    clf.evaluate(X, y)                           # (mean loss, accuracy) against named labels
+
+Without this, a loaded network scores raw features it was never trained on, and its
+class indices are not the user's labels.
+"""
+import os
+
+import numpy as np
+
+from . import data, io
+from .train import evaluate
+
+__all__ = ["Classifier"]
+
+
+class Classifier:
+    """``net`` (a :class:`gpumlp.MLP`), ``scaler`` (a :class:`gpumlp.data.Standardizer`
+    fitted on the training columns), ``classes`` (the label of each output row) and
+    ``meta`` (what the run recorded: loss, margin, data, split)."""
+
+    def __init__(self, net, scaler, classes, meta=None):
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or len(classes) != net.sizes[-1]:
+            raise ValueError(f"classes must name the model's {net.sizes[-1]} outputs; got {classes.shape}")
+        if scaler.mean.shape[0] != net.sizes[0]:
+            raise ValueError(f"the scaler is for {scaler.mean.shape[0]} features; the model takes {net.sizes[0]}")
+        self.net, self.scaler, self.classes, self.meta = net, scaler, classes, dict(meta or {})
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        """The classifier in ``path`` (a folder from ``gpumlp train --out``, or its model.npz)."""
+        path = os.path.join(path, "model.npz") if os.path.isdir(path) else path
+        net, meta, arrays = io.load(path, device=device)
+        missing = {"x_mean", "x_scale", "classes"} - set(arrays)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}: it holds a network without its scaling "
+                             "and class names (save one with Classifier.save or gpumlp train --out)")
+        d0 = net.sizes[0]
+        for key in ("x_mean", "x_scale"):
+            a = arrays[key]
+            if a.shape not in ((d0, 1), (d0,)) or not np.isdtype(a.dtype, "real floating") or not np.isfinite(a).all():
+                raise ValueError(f"{path} is damaged: its {key} must be {d0} finite numbers for the model's "
+                                 f"{d0} inputs; got {a.dtype} of shape {a.shape}")
+        if not (arrays["x_scale"] > 0).all():
+            raise ValueError(f"{path} is damaged: its x_scale has values <= 0")
+        scaler = data.Standardizer(arrays["x_mean"].reshape(d0, 1), arrays["x_scale"].reshape(d0, 1))
+        try:
+            return cls(net, scaler, arrays["classes"], meta)
+        except ValueError as e:
+            raise ValueError(f"{path} is damaged: {e}") from None
+
+    def save(self, path):
+        """Write the classifier (network, scaling, classes, meta) to ``path``, atomically."""
+        io.save(path, self.net, self.meta, x_mean=self.scaler.mean, x_scale=self.scaler.scale, classes=self.classes)
+
+    def _features(self, X):
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] != self.net.sizes[0]:
+            hint = (" — one sample per row? pass X.T" if X.ndim == 2 and X.shape[1] == self.net.sizes[0] else "")
+            raise ValueError(f"X must be {self.net.sizes[0]} × N (one sample per column); got shape {X.shape}{hint}")
+        return self.scaler(X.astype(np.float64))
+
+    def outputs(self, X, batch_size=4096):
+        """The network's outputs (K × N, NumPy) for raw features X (d0 × N)."""
+        return self.net.outputs(self._features(X), batch_size)
+
+    def predict(self, X, batch_size=4096):
+        """The predicted label of each column of raw features X (d0 × N), as the training
+        data spelled them."""
+        return self.classes[self.net.predict(self._features(X), batch_size)]
+
+    def evaluate(self, X, y):
+        """``(mean loss, accuracy)`` on raw features X (d0 × N) and labels y as the training
+        data spelled them (with the run's loss and margin)."""
+        idx, _ = data.encode_labels(y, self.classes)
+        return evaluate(self.net, self._features(X), idx, self.meta.get("loss", "ce"), self.meta.get("margin", 1.0))
+
+    def __repr__(self):
+        return f"Classifier({self.net!r}, classes={self.classes.tolist()[:10]})"

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-__all__ = ["Kernel", "bias_act", "act_grad", "LOSS_KERNELS", "SGD_KERNEL", "SAMPLE_SQ_KERNEL", "LossScratch",
+__all__ = ["Kernel", "bias_act", "act_grad", "LOSS_KERNELS", "TARGET_LOSS_KERNELS", "SGD_KERNEL", "SAMPLE_SQ_KERNEL", "LossScratch",
            "CUDA_SOURCE",
            "fused_enabled", "instantiations"]
 
@@ -161,6 +161,18 @@ def _mse_twin(xp, Y, labels, D, loss, hit, inv_norm, margin, s):
     xp.multiply(loss, 0.5 * inv_norm, out=loss)
     xp.multiply(D, inv_norm, out=D)
     _hits(xp, Y, labels, hit, s)
+
+
+def _squared_error_twin(xp, Y, TT, D, loss, hit, inv_norm, margin, s):
+    """A loss on real targets (regression): L_n = ½ Σ_k (Y_kn − T_kn)² / K, the mean over the K
+    outputs as scikit-learn's squared error; ∂L/∂Y = (Y − T) / K.  ``TT`` holds the targets
+    one column per row (n × K, the training data's stored layout), so T is ``TT.T``.  No hit."""
+    K = Y.shape[0]
+    xp.subtract(Y, TT.T, out=D)
+    xp.multiply(D, D, out=s.a)
+    xp.sum(s.a, axis=0, out=loss)
+    xp.multiply(loss, 0.5 * inv_norm / K, out=loss)
+    xp.multiply(D, inv_norm / K, out=D)
 
 
 class LossScratch:
@@ -439,6 +451,8 @@ def _launch_sgd(cupy, kernel):
 LOSS_KERNELS = {name: Kernel(name, twin, f"{name}_loss<{{T}}>", _launch_loss)
                 for name, twin in (("ce", _ce_twin), ("hinge", _hinge_twin), ("mse", _mse_twin))}
 SGD_KERNEL = Kernel("sgd", _sgd_twin, "sgd<{T}, {M}>", _launch_sgd)
+# regression: no compiled form yet (a new kernel stays off until it has run on a GPU)
+TARGET_LOSS_KERNELS = {"squared_error": Kernel("squared_error", _squared_error_twin)}
 # No compiled form yet: it runs only when per-example norms are asked for, and a new kernel
 # would stay off until it has run on a GPU; its twin is two CuPy kernels per array.
 SAMPLE_SQ_KERNEL = Kernel("sample_sq", _sample_sq_twin, host=_sample_sq_host)

@@ -20,9 +20,10 @@ which write ∂L/∂Y straight into the Δ_L buffer during training.
 """
 from ._checks import isdtype, number, shape_of, to_device, to_labels
 from .backend import backend_of
-from .kernels import LOSS_KERNELS, LossScratch
+from .kernels import LOSS_KERNELS, TARGET_LOSS_KERNELS, LossScratch
 
-__all__ = ["mse", "hinge", "cross_entropy", "softmax", "one_hot", "LOSSES", "get_loss", "Loss"]
+__all__ = ["mse", "hinge", "cross_entropy", "squared_error", "softmax", "one_hot", "LOSSES", "get_loss", "Loss",
+           "targets"]
 
 
 def _output(Y, min_rows=1):
@@ -80,19 +81,25 @@ def mse(Y, T, reduction="mean", normalizer=None):
 
 
 class Loss:
-    """A loss on class labels: ``loss(Y, labels, margin=1.0, normalizer=None) -> (loss, dY)``.
+    """A loss for training: ``loss(Y, labels, margin=1.0, normalizer=None) -> (loss, dY)``.
 
-    ``kernel`` is its fused kernel (∂L/∂Y, each column's loss and hit in one pass);
+    ``kind`` is "labels" (class indices; ce, hinge, mse on one-hot targets) or "targets"
+    (real targets T of Y's shape, K × N: squared_error, for regression).  ``kernel`` is
+    its fused kernel (∂L/∂Y, each column's loss and, for labels, hit in one pass);
     ``lr`` the default learning rate of ``gpumlp train`` (tuned on the digits).
     """
 
-    def __init__(self, name, lr, doc):
-        self.name, self.lr, self.kernel, self.__doc__ = name, lr, LOSS_KERNELS[name], doc
+    def __init__(self, name, lr, doc, kind="labels"):
+        self.name, self.lr, self.kind, self.__doc__ = name, lr, kind, doc
+        self.kernel = (LOSS_KERNELS if kind == "labels" else TARGET_LOSS_KERNELS)[name]
 
     def __call__(self, Y, labels, margin=1.0, normalizer=None):
-        backend = _output(Y, min_rows=1 if self.name == "mse" else 2)
+        backend = _output(Y, min_rows=1 if self.name in ("mse", "squared_error") else 2)
         K, N = Y.shape
-        labels = to_labels(backend, labels, N, K)
+        if self.kind == "labels":
+            labels = to_labels(backend, labels, N, K)
+        else:
+            labels = backend.xp.astype(targets(backend, labels, K, N, Y.dtype).T, Y.dtype, copy=True)
         C = check_margin(margin)
         inv_norm = _inverse(normalizer, N)
         xp, new = backend.xp, backend.empty
@@ -107,10 +114,25 @@ class Loss:
         return f"<gpumlp loss {self.name}>"
 
 
+def targets(backend, T, K, N, dtype):
+    """Real targets as a K × N array of ``dtype`` on ``backend`` (a vector of N is taken as
+    1 × N when K = 1), checked: real, finite, of the right shape."""
+    T = to_device(backend, T, "targets", dtype)
+    if tuple(T.shape) == (N,) and K == 1:
+        T = backend.xp.reshape(T, (1, N))
+    if tuple(T.shape) != (K, N):
+        raise ValueError(f"targets must have shape ({K}, {N}), one column per sample (K × N); "
+                         f"got {tuple(T.shape)}")
+    return T
+
+
 LOSSES = {
     "ce": Loss("ce", 0.1, "Softmax cross-entropy −mean_n log p_{y_n}; dY = (p − onehot) / N."),
     "hinge": Loss("hinge", 0.01, "Exercise 3's multi-class hinge loss on p = softmax(Y), averaged over N."),
     "mse": Loss("mse", 0.02, "½‖Y − onehot(labels)‖²_F / N; dY = (Y − onehot) / N."),
+    "squared_error": Loss("squared_error", 0.003, "Regression on real targets T (K × N): "
+                          "½‖Y − T‖²_F / (N K), the mean over samples and outputs; dY = (Y − T) / (N K).",
+                          kind="targets"),
 }
 
 
@@ -118,7 +140,8 @@ def get_loss(name):
     """The entry of :data:`LOSSES` called ``name`` (``cross_entropy`` is ``ce``)."""
     entry = LOSSES.get("ce" if name == "cross_entropy" else name) if isinstance(name, str) else None
     if entry is None:
-        raise ValueError(f"unknown loss {name!r}; expected one of mse, hinge, ce")
+        raise ValueError(f"unknown loss {name!r}; expected one of mse, hinge, ce (class labels) "
+                         "or squared_error (real targets)")
     return entry
 
 
@@ -135,3 +158,8 @@ def hinge(Y, labels, margin=1.0, normalizer=None):
 def cross_entropy(Y, labels, normalizer=None):
     """Softmax cross-entropy −mean_n log p_{y_n}, via log-sum-exp; dY = (p − onehot) / N."""
     return LOSSES["ce"](Y, labels, normalizer=normalizer)
+
+
+def squared_error(Y, T, normalizer=None):
+    """Regression: ½‖Y − T‖²_F / (N K) for real targets T (K × N); dY = (Y − T) / (N K)."""
+    return LOSSES["squared_error"](Y, T, normalizer=normalizer)

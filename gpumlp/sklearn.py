@@ -22,7 +22,7 @@ its parameters:
 Importing this module without scikit-learn raises an ImportError naming the extra.
 """
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.utils import check_random_state
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets
@@ -43,7 +43,7 @@ from .optim import SGD
 from .train import TrainState
 from .train import fit as _fit
 
-__all__ = ["MLPClassifier", "L2PenaltySGD"]
+__all__ = ["MLPClassifier", "MLPRegressor", "L2PenaltySGD"]
 
 # scikit-learn's names for activations, beside gpumlp's own (which are accepted too)
 _ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid"}
@@ -115,7 +115,91 @@ class L2PenaltySGD:
         return f"L2PenaltySGD(lr={self.lr}, momentum={self.momentum}, alpha={self.alpha})"
 
 
-class MLPClassifier(ClassifierMixin, BaseEstimator):
+class _MLPAdapter(BaseEstimator):
+    """What the classifier and the regressor share: seeds, building the network and its
+    optimizer, training through gpumlp's fit, scikit-learn's layout of the parameters,
+    and pickling."""
+
+    def _seeds(self):
+        """(initial-weights seed, shuffle seed): the int itself for an int random_state, so
+        that the estimator reproduces gpumlp's own ``MLP(seed=s)`` and ``fit(seed=s)``; two
+        draws from the RandomState (NumPy's global one for None) otherwise."""
+        seed = self.random_state
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            return int(seed), int(seed)
+        return tuple(int(s) for s in check_random_state(seed).randint(2**31, size=2))
+
+    def _build(self, n_features, n_classes, seed):
+        """A new network and optimizer from the parameters, checked here (scikit-learn
+        builds estimators without checking; gpumlp's constructors check the rest)."""
+        hidden = self.hidden_layer_sizes
+        hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
+        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden_layer_sizes must be a positive int or a sequence of them; "
+                             f"got {self.hidden_layer_sizes!r}")
+        activation = _ACTIVATIONS.get(self.activation, self.activation)
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of scikit-learn's {', '.join(sorted(_ACTIVATIONS))}, tanh, "
+                             f"relu or gpumlp's {', '.join(sorted(ACTIVATIONS))}; got {self.activation!r}")
+        net = MLP([n_features, *hidden, n_classes], activation=activation, output="linear",
+                  dtype=self.dtype, device=self.device, seed=seed)
+        lr = get_loss(self.loss).lr if _is_auto(self.learning_rate_init) else self.learning_rate_init
+        return net, L2PenaltySGD(number(lr, "learning_rate_init", lambda v: v > 0, "a finite number > 0 or 'auto'"),
+                                 momentum=self.momentum, alpha=self.alpha)
+
+    def _train(self, net, optimizer, state, X, codes, epochs):
+        """gpumlp's fit on X.T (d0 × N), continuing ``state`` up to ``epochs`` in all; returns
+        the history of the epochs it ran."""
+        n = X.shape[0]
+        if _is_auto(self.batch_size):
+            batch_size = min(200, n)
+        else:
+            batch_size = positive_int(self.batch_size, "batch_size")
+        return _fit(net, X.T, codes, optimizer, loss=self.loss, margin=self.margin, epochs=epochs,
+                    batch_size=batch_size, state=state, progress=False, log=print if self.verbose else None)
+
+    # -- scikit-learn's layout of the parameters -------------------------------------
+    @property
+    def coefs_(self):
+        """Weights as scikit-learn lays them out: W_k.T (d_{k-1} × d_k), NumPy copies."""
+        check_is_fitted(self)
+        return [w.T for w in self.net_.get_params()[0]]
+
+    @property
+    def intercepts_(self):
+        """Biases as scikit-learn lays them out: b_k as a vector of length d_k."""
+        check_is_fitted(self)
+        return [b.ravel() for b in self.net_.get_params()[1]]
+
+    # -- pickling: scikit-learn copies estimators this way (gpumlp's files never do) --
+    def __getstate__(self):
+        """The estimator with its network as host arrays (a device array or a bound kernel
+        does not pickle) and SGD's momentum, so that partial_fit resumes exactly.  The
+        TrainState (the shuffling generator) pickles as it is."""
+        state = dict(super().__getstate__())
+        net, optimizer = state.pop("net_", None), state.pop("_optimizer", None)
+        if net is not None:
+            W, b = net.get_params()
+            state["_net_state"] = {
+                "sizes": list(net.sizes), "activation": net.activation, "output": net.output, "bias": net.bias,
+                "dtype": net.dtype, "W": W, "b": b, "lr": optimizer.lr, "momentum": optimizer.momentum,
+                "alpha": optimizer.alpha, "optimizer": optimizer.get_state(net)}
+        return state
+
+    def __setstate__(self, state):
+        """Rebuild the network on ``device`` (a GPU-trained model loads on a CPU with device='cpu')."""
+        saved = state.pop("_net_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            net = MLP(saved["sizes"], activation=saved["activation"], output=saved["output"], bias=saved["bias"],
+                      dtype=saved["dtype"], device=self.device)
+            net.set_params(saved["W"], saved["b"])
+            optimizer = L2PenaltySGD(saved["lr"], momentum=saved["momentum"], alpha=saved["alpha"])
+            optimizer.set_state(net, saved["optimizer"])
+            self.net_, self._optimizer = net, optimizer
+
+
+class MLPClassifier(ClassifierMixin, _MLPAdapter):
     """Multilayer perceptron classifier trained by gpumlp, with scikit-learn's interface.
 
     X is N × d0 (one sample per row), as everywhere in scikit-learn; labels may be any
@@ -252,54 +336,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.loss_, self.n_iter_ = self.loss_curve_[-1], 1
         return self
 
-    def _seeds(self):
-        """(initial-weights seed, shuffle seed): the int itself for an int random_state, so
-        that the estimator reproduces gpumlp's own ``MLP(seed=s)`` and ``fit(seed=s)``; two
-        draws from the RandomState (NumPy's global one for None) otherwise."""
-        seed = self.random_state
-        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            return int(seed), int(seed)
-        return tuple(int(s) for s in check_random_state(seed).randint(2**31, size=2))
-
-    def _build(self, n_features, n_classes, seed):
-        """A new network and optimizer from the parameters, checked here (scikit-learn
-        builds estimators without checking; gpumlp's constructors check the rest)."""
-        hidden = self.hidden_layer_sizes
-        hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
-        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
-            raise ValueError(f"hidden_layer_sizes must be a positive int or a sequence of them; "
-                             f"got {self.hidden_layer_sizes!r}")
-        activation = _ACTIVATIONS.get(self.activation, self.activation)
-        if not isinstance(activation, str) or activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of scikit-learn's {', '.join(sorted(_ACTIVATIONS))}, tanh, "
-                             f"relu or gpumlp's {', '.join(sorted(ACTIVATIONS))}; got {self.activation!r}")
-        net = MLP([n_features, *hidden, n_classes], activation=activation, output="linear",
-                  dtype=self.dtype, device=self.device, seed=seed)
-        lr = get_loss(self.loss).lr if _is_auto(self.learning_rate_init) else self.learning_rate_init
-        return net, L2PenaltySGD(number(lr, "learning_rate_init", lambda v: v > 0, "a finite number > 0 or 'auto'"),
-                                 momentum=self.momentum, alpha=self.alpha)
-
-    def _train(self, net, optimizer, state, X, codes, epochs):
-        """gpumlp's fit on X.T (d0 × N), continuing ``state`` up to ``epochs`` in all; returns
-        the history of the epochs it ran."""
-        n = X.shape[0]
-        if _is_auto(self.batch_size):
-            batch_size = min(200, n)
-        else:
-            batch_size = positive_int(self.batch_size, "batch_size")
-        return _fit(net, X.T, codes, optimizer, loss=self.loss, margin=self.margin, epochs=epochs,
-                    batch_size=batch_size, state=state, progress=False, log=print if self.verbose else None)
-
     # -- prediction ------------------------------------------------------------------
     def _outputs(self, X):
-        """The network's output Y (n_classes × N) for checked X (N × d0), as a NumPy array,
-        4096 columns at a time: the private path of ``MLP.predict``, after one check."""
-        net = self.net_
-        X = net._input(X.T, copy=False)
-        try:
-            return np.concatenate([net.backend.to_numpy(net._forward(Z0)) for Z0 in net._batches(X, 4096)], axis=1)
-        finally:
-            net._release_inputs()
+        """The network's output Y (K × N) for checked X (N × d0), as a NumPy array."""
+        return self.net_.outputs(X.T)
 
     def _check_X(self, X):
         check_is_fitted(self)
@@ -326,46 +366,97 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Y = Y - Y.max(axis=0, keepdims=True)
         return (Y - np.log(np.exp(Y).sum(axis=0, keepdims=True))).T
 
-    # -- scikit-learn's layout of the parameters -------------------------------------
-    @property
-    def coefs_(self):
-        """Weights as scikit-learn lays them out: W_k.T (d_{k-1} × d_k), NumPy copies."""
-        check_is_fitted(self)
-        return [w.T for w in self.net_.get_params()[0]]
-
-    @property
-    def intercepts_(self):
-        """Biases as scikit-learn lays them out: b_k as a vector of length d_k."""
-        check_is_fitted(self)
-        return [b.ravel() for b in self.net_.get_params()[1]]
-
-    # -- pickling: scikit-learn copies estimators this way (gpumlp's files never do) --
-    def __getstate__(self):
-        """The estimator with its network as host arrays (a device array or a bound kernel
-        does not pickle) and SGD's momentum, so that partial_fit resumes exactly.  The
-        TrainState (the shuffling generator) pickles as it is."""
-        state = dict(super().__getstate__())
-        net, optimizer = state.pop("net_", None), state.pop("_optimizer", None)
-        if net is not None:
-            W, b = net.get_params()
-            state["_net_state"] = {
-                "sizes": list(net.sizes), "activation": net.activation, "output": net.output, "bias": net.bias,
-                "dtype": net.dtype, "W": W, "b": b, "lr": optimizer.lr, "momentum": optimizer.momentum,
-                "alpha": optimizer.alpha, "optimizer": optimizer.get_state(net)}
-        return state
-
-    def __setstate__(self, state):
-        """Rebuild the network on ``device`` (a GPU-trained model loads on a CPU with device='cpu')."""
-        saved = state.pop("_net_state", None)
-        super().__setstate__(state)
-        if saved is not None:
-            net = MLP(saved["sizes"], activation=saved["activation"], output=saved["output"], bias=saved["bias"],
-                      dtype=saved["dtype"], device=self.device)
-            net.set_params(saved["W"], saved["b"])
-            optimizer = L2PenaltySGD(saved["lr"], momentum=saved["momentum"], alpha=saved["alpha"])
-            optimizer.set_state(net, saved["optimizer"])
-            self.net_, self._optimizer = net, optimizer
-
-
 def _is_auto(value):
     return isinstance(value, str) and value == "auto"
+
+
+class MLPRegressor(RegressorMixin, _MLPAdapter):
+    """Multilayer perceptron regressor trained by gpumlp, with scikit-learn's interface.
+
+    X is N × d0; y is (N,) or N × k real targets.  The network is ``gpumlp.MLP([d0,
+    *hidden_layer_sizes, k])`` with a linear output, trained by :func:`gpumlp.train.fit`
+    on ``loss="squared_error"``: ½ the mean over samples and outputs of (Y − T)², the
+    loss scikit-learn's MLPRegressor minimises (plus the same L2 penalty ``alpha``).
+    The other parameters mean what they mean for :class:`MLPClassifier`;
+    ``learning_rate_init='auto'`` is 0.003.  ``loss_curve_`` holds fit's per-epoch
+    training loss (without the penalty).
+    """
+
+    _loss = "squared_error"
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, alpha=1e-4, batch_size=32,
+                 learning_rate_init="auto", momentum=0.9, max_iter=30, random_state=None,
+                 device="cpu", dtype="float64", verbose=False):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.momentum = momentum
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True            # y may be N × k
+        return tags
+
+    @property
+    def loss(self):
+        return self._loss
+
+    @property
+    def margin(self):
+        return 1.0
+
+    def _targets(self, y):
+        """y (N,) or N × k as gpumlp's k × N targets."""
+        y = np.asarray(y, np.float64)
+        return (y.reshape(-1, 1) if y.ndim == 1 else y).T
+
+    def fit(self, X, y):
+        """Train a new network on X (n_samples × n_features) and targets y for ``max_iter`` epochs."""
+        epochs = positive_int(self.max_iter, "max_iter")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,
+                             reset=True)
+        T = self._targets(y)
+        init_seed, shuffle_seed = self._seeds()
+        net, optimizer = self._build(X.shape[1], T.shape[0], init_seed)
+        state = TrainState(shuffle_seed)
+        history = self._train(net, optimizer, state, X, T, epochs)
+        self._y_ndim, self.net_, self._optimizer, self._state = y.ndim, net, optimizer, state
+        self.loss_curve_ = [h["loss"] for h in history]
+        self.loss_, self.n_iter_ = self.loss_curve_[-1], len(history)
+        return self
+
+    def partial_fit(self, X, y):
+        """One epoch over X and y, continuing the network, SGD's momentum and the shuffling
+        generator of the earlier calls (fit for k epochs, then partial_fit on the same data,
+        trains exactly as fit for k + 1 epochs)."""
+        first = not hasattr(self, "net_")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,
+                             reset=first)
+        T = self._targets(y)
+        if first:
+            init_seed, shuffle_seed = self._seeds()
+            net, optimizer = self._build(X.shape[1], T.shape[0], init_seed)
+            state, curve = TrainState(shuffle_seed), []
+        else:
+            net, optimizer, state, curve = self.net_, self._optimizer, self._state, self.loss_curve_
+            if T.shape[0] != net.sizes[-1]:
+                raise ValueError(f"y has {T.shape[0]} targets per sample; the network was fitted on {net.sizes[-1]}")
+        history = self._train(net, optimizer, state, X, T, state.epoch + 1)
+        self._y_ndim, self.net_, self._optimizer, self._state = y.ndim, net, optimizer, state
+        self.loss_curve_ = curve + [history[0]["loss"]]
+        self.loss_, self.n_iter_ = self.loss_curve_[-1], 1
+        return self
+
+    def predict(self, X):
+        """The network's output for each row of X: shape (N,) for 1-D targets, else N × k."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        Y = self.net_.outputs(X.T).T
+        return Y.ravel() if self._y_ndim == 1 else Y

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._checks import positive_int, to_labels
-from .losses import check_margin, get_loss
+from .losses import check_margin, get_loss, targets
 from .noise import NoiseScale, _StepRecords
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "TrainState", "OutOfDeviceMemory"]
@@ -66,12 +66,19 @@ class TrainState:
 
 
 class _Data:
-    """X (d0 × N) and labels, checked and on the model's device, stored as XT (N × d0)."""
+    """X (d0 × N) and labels, checked and on the model's device, stored as XT (N × d0).
+    With ``kind="targets"`` y holds real targets (K × N), stored as y = T^T (N × K), so
+    that the epoch's shuffle gathers its rows as it does XT's, and the loss kernel
+    takes a batch's rows."""
 
-    def __init__(self, net, X, y):
+    def __init__(self, net, X, y, kind="labels"):
         X = net._input(X, copy=False)
         backend, self.N = net.backend, X.shape[1]
-        self.y = to_labels(backend, y, self.N, net.sizes[-1])
+        if kind == "labels":
+            self.y = to_labels(backend, y, self.N, net.sizes[-1])
+        else:
+            self.y = backend.transposed(targets(backend, y, net.sizes[-1], self.N, net.params.dtype))
+        self.kind = kind
         self.XT = backend.transposed(X)
         self.loss = backend.empty((self.N,), net.params.dtype)        # each column's loss
         self.hit = backend.empty((self.N,), backend.dtype("bool"))    # argmax == label
@@ -121,16 +128,19 @@ def _score(net, data, loss_kernel, margin, batch_size=4096):
         e = min(s + batch_size, N)
         _forward_loss(net, data.XT[s:e, :].T, data.y[s:e], loss_kernel, margin, 1.0 / N, data.loss[s:e], data.hit[s:e])
     loss = net.backend.to_numpy(xp.sum(data.loss))
+    if data.kind != "labels":
+        return float(loss), None                  # regression: no accuracy
     hits = net.backend.to_numpy(data.hit)
     return float(loss), float(np.count_nonzero(hits)) / N
 
 
 def evaluate(net, X, y, loss="ce", margin=1.0, batch_size=4096):
-    """``(mean loss, accuracy)`` of ``net`` on X (d0 × N) with labels y, as floats."""
+    """``(mean loss, accuracy)`` of ``net`` on X (d0 × N) with labels y, as floats; for a loss
+    on real targets (``squared_error``, y of shape K × N) the accuracy is None."""
     entry, batch_size = get_loss(loss), positive_int(batch_size, "batch_size")
     margin = check_margin(margin)
     try:
-        return _score(net, _Data(net, X, y), net.backend.kernel(entry.kernel), margin, batch_size)
+        return _score(net, _Data(net, X, y, entry.kind), net.backend.kernel(entry.kernel), margin, batch_size)
     finally:
         net._release_inputs()
 
@@ -154,7 +164,8 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
 
     Each history entry holds epoch, loss and accuracy on the training batches
     (as they were seen during the epoch), seconds, and test_loss and
-    test_accuracy when a test set is given.  Raises :class:`TrainingDiverged`
+    test_accuracy when a test set is given.  With ``loss="squared_error"`` y holds real
+    targets (K × N, or N values when K = 1) and the accuracies are None.  Raises :class:`TrainingDiverged`
     when the loss becomes NaN or infinite.
 
     ``noise_scale=True`` also measures the gradient noise scale from every batch
@@ -175,8 +186,8 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
         optimizer = _PublicStep(optimizer)
     if not (isinstance(noise_scale, (bool, NoiseScale))):
         raise ValueError(f"noise_scale must be True, False or a gpumlp.noise.NoiseScale; got {noise_scale!r}")
-    train = _Data(net, X, y)
-    test = None if X_test is None else _Data(net, X_test, y_test)
+    train = _Data(net, X, y, entry.kind)
+    test = None if X_test is None else _Data(net, X_test, y_test, entry.kind)
     noise = (NoiseScale(population=train.N) if noise_scale is True else noise_scale) or None
     if noise is not None and noise.population not in (None, train.N):
         raise ValueError(f"the NoiseScale's population is {noise.population}, but the training data has "
@@ -244,7 +255,7 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
             f"(it is {getattr(optimizer, 'lr', '?')})")
     sizes = np.minimum(batch_size, N - np.asarray(starts)).astype(np.float64)
     record = {"epoch": epoch, "loss": float(steps.astype(np.float64) @ sizes / N),
-              "accuracy": float(np.count_nonzero(backend.to_numpy(data.hit))) / N}
+              "accuracy": float(np.count_nonzero(backend.to_numpy(data.hit))) / N if data.kind == "labels" else None}
     if noise is not None:
         noise.update(*records.read(backend, 0, len(starts)), sizes)
         record.update(b_simple=noise.b_simple, b_simple_mean=noise.b_simple_mean,
@@ -256,9 +267,13 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
 
 
 def _describe(record, epochs):
-    line = f"epoch {record['epoch']:>3}/{epochs}  loss {record['loss']:.4f}  acc {record['accuracy']:.4f}"
-    if "test_accuracy" in record:
-        line += f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}"
+    line = f"epoch {record['epoch']:>3}/{epochs}  loss {record['loss']:.4f}"
+    if record["accuracy"] is not None:
+        line += f"  acc {record['accuracy']:.4f}"
+    if "test_loss" in record:
+        line += f"  test loss {record['test_loss']:.4f}"
+        if record["test_accuracy"] is not None:
+            line += f"  test acc {record['test_accuracy']:.4f}"
     if "b_simple" in record:
         b = record["b_simple"]
         line += f"  B_simple {'-' if b is None else format(b, '.0f')}"

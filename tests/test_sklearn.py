@@ -26,14 +26,15 @@ from sklearn.utils.estimator_checks import check_estimator, parametrize_with_che
 
 import gpumlp                                                       # noqa: E402
 from gpumlp.losses import cross_entropy, softmax                    # noqa: E402
-from gpumlp.sklearn import L2PenaltySGD, MLPClassifier              # noqa: E402
+from gpumlp.sklearn import L2PenaltySGD, MLPClassifier, MLPRegressor  # noqa: E402
 from gpumlp.train import TrainState                                 # noqa: E402
 from gpumlp.train import fit as gpumlp_fit                          # noqa: E402
 
 SMALL = dict(hidden_layer_sizes=(16,), max_iter=10, random_state=0)
+REGRESSOR = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0)   # check_regressors_train wants R² > 0.5
 CHECKED = [MLPClassifier(**SMALL), MLPClassifier(loss="hinge", **SMALL),
            # mse at its default rate 0.02 diverges on the checks' unscaled blobs (features up to ~10)
-           MLPClassifier(loss="mse", learning_rate_init=0.005, **SMALL)]
+           MLPClassifier(loss="mse", learning_rate_init=0.005, **SMALL), MLPRegressor(**REGRESSOR)]
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +301,58 @@ def test_pipeline_and_grid_search():
     best = grid.best_estimator_.named_steps["mlp"]
     assert best.net_.sizes[1] == best.hidden_layer_sizes[0]
     assert grid.cv_results_["mean_test_score"].min() < grid.best_score_
+
+
+# -- the regressor --------------------------------------------------------------------------
+def test_regressor_passes_check_estimator():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(MLPRegressor(**REGRESSOR), on_fail=None, on_skip=None)
+    assert [(r["check_name"], r["exception"]) for r in results if r["status"] not in ("passed", "skipped")] == []
+    assert sum(r["status"] == "passed" for r in results) >= 51      # of 53 with scikit-learn 1.9.1
+
+
+def test_regressor_equals_gpumlp_fit_on_real_targets():
+    """fit(X, y) with y N × 2 is gpumlp's fit on X.T and y.T with loss squared_error, bit for
+    bit, and its loss is scikit-learn's: ½ the mean of (y − ŷ)² over samples and outputs."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 3))
+    y = np.stack([np.sin(X[:, 0]) + X[:, 1], X[:, 2] ** 2], axis=1)
+    est = MLPRegressor(hidden_layer_sizes=(16,), activation="tanh", max_iter=8, alpha=0.0, random_state=3).fit(X, y)
+    net = gpumlp.MLP([3, 16, 2], activation="tanh", dtype="float64", device="cpu", seed=3)
+    history = gpumlp_fit(net, X.T, y.T, gpumlp.SGD(0.003, 0.9), loss="squared_error", epochs=8, batch_size=32,
+                         seed=3, progress=False)
+    assert np.array_equal(est.net_.params, net.params)
+    assert est.loss_curve_ == [h["loss"] for h in history]
+    pred = est.predict(X)
+    assert pred.shape == (120, 2)
+    loss, acc = gpumlp.evaluate(net, X.T, y.T, "squared_error")
+    assert acc is None and loss == pytest.approx(0.5 * np.mean((pred - y) ** 2), rel=1e-12)
+
+
+def test_regressor_learns_and_handles_1d_targets():
+    from sklearn.datasets import make_regression
+    X, y = make_regression(400, 5, noise=5.0, random_state=0)
+    y = y / y.std()
+    est = MLPRegressor(hidden_layer_sizes=(32,), max_iter=40, random_state=0).fit(X, y)
+    assert est.predict(X).shape == (400,) and est.score(X, y) > 0.95
+    again = MLPRegressor(hidden_layer_sizes=(32,), max_iter=39, random_state=0).fit(X, y).partial_fit(X, y)
+    assert np.array_equal(again.net_.params, est.net_.params)          # partial_fit continues fit exactly
+    back = pickle.loads(pickle.dumps(est))
+    assert np.array_equal(back.predict(X), est.predict(X))
+
+
+def test_squared_error_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    Y, T = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+    loss, dY = gpumlp.losses.squared_error(Y, T)
+    assert float(loss) == pytest.approx(0.5 * np.mean((Y - T) ** 2), rel=1e-14)
+    h, num = 1e-6, np.zeros_like(Y)
+    for i in np.ndindex(Y.shape):
+        Yp, Ym = Y.copy(), Y.copy()
+        Yp[i] += h
+        Ym[i] -= h
+        num[i] = (float(gpumlp.losses.squared_error(Yp, T)[0]) - float(gpumlp.losses.squared_error(Ym, T)[0])) / (2 * h)
+    np.testing.assert_allclose(dY, num, rtol=1e-7, atol=1e-10)
+    with pytest.raises(ValueError, match=r"targets must have shape \(3, 5\)"):
+        gpumlp.losses.squared_error(Y, T[:2])

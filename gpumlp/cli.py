@@ -73,6 +73,21 @@ def _number(low, high=None, low_open=False, high_open=True):
     return parse
 
 
+class _About:
+    """Errors raised while preparing data name the data file (``with _About(source):``)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if kind is ValueError and self.source != "digits" and self.source not in str(e):
+            raise ValueError(f"{self.source}: {e}") from None
+        return False
+
+
 def _load(path):
     """(X, y, name): the user's .npz, or the embedded digits."""
     if path is None:
@@ -166,12 +181,13 @@ def cmd_train(a, given):
     X, y, source = _load(a.data)
     if a.lr is None:
         a.lr = DEFAULT_LR[a.loss]
-    idx, classes = data.encode_labels(y)
-    if len(classes) < 2:
-        raise ValueError(f"{source} has {len(classes)} class{'es' if len(classes) != 1 else ''} in y; "
-                         "classification needs at least 2")
-    Xtr, ytr, Xte, yte = _split(X, idx, a.test_fraction)
-    scaler = data.Standardizer.fit(Xtr)
+    with _About(source):
+        idx, classes = data.encode_labels(y)
+        if len(classes) < 2:
+            raise ValueError(f"{source} has {len(classes)} class{'es' if len(classes) != 1 else ''} in y; "
+                             "classification needs at least 2")
+        Xtr, ytr, Xte, yte = _split(X, idx, a.test_fraction)
+        scaler = data.Standardizer.fit(Xtr)
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
     if a.out:
@@ -312,7 +328,8 @@ def cmd_predict(a, given):
     if X.shape[0] != d0:
         hint = " (one sample per row? save X.T)" if X.shape[1] == d0 else ""
         raise ValueError(f"X in {a.data} has {X.shape[0]} rows (features); the model takes {d0}{hint}")
-    labels = clf.predict(X)
+    with _About(os.path.abspath(a.data)):
+        labels = clf.predict(X)
     if a.out:
         text = "sample,label\n" + "".join(f"{n},{label}\n" for n, label in enumerate(labels.tolist()))
         io.atomic_write(a.out, lambda f: f.write(text), mode="w")

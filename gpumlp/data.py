@@ -4,6 +4,7 @@ Everything here returns gpumlp's layout: X is d0 × N (one sample per column),
 y holds N integer class indices.
 """
 import hashlib
+import os
 from importlib import resources
 
 import numpy as np
@@ -29,9 +30,13 @@ def load_npz(path, labels=True):
     number of labels, or (without labels) when it does not fit the model; a square X
     (N = d0) cannot be told from the right layout and is taken as d0 × N.
     """
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a .npz file")
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: there is no such file")
     try:
         with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
+            if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):       # a zip (the second: an empty one)
                 raise ValueError(f"cannot read {path} as a .npz file: it is not a zip archive "
                                  "(write it with numpy.savez)")
         with np.load(path, allow_pickle=False) as z:
@@ -67,6 +72,8 @@ def load_npz(path, labels=True):
         raise ValueError(f"X in {path} contains NaN or inf values")
     if X.shape[1] == 0:
         raise ValueError(f"{path} holds no samples (X has 0 columns)")
+    if X.shape[0] == 0:
+        raise ValueError(f"{path} holds no features (X has 0 rows)")
     return X.astype(np.float64), y
 
 
@@ -111,7 +118,10 @@ def split(y, test_fraction=0.2, seed=0):
         train.append(idx[n_test:])
     train, test = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
     if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"a {test_fraction} test split of {len(y)} samples leaves an empty side")
+        largest = int(np.max(np.unique(y, return_counts=True)[1]))
+        raise ValueError(f"a {test_fraction} test split of {len(y)} samples leaves an empty "
+                         f"{'test' if len(test) == 0 else 'training'} side: it holds out that share of each "
+                         f"class, and the largest class has {largest} sample{'s' if largest != 1 else ''}")
     return train, test
 
 

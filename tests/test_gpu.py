@@ -178,3 +178,40 @@ def test_per_example_norms_and_the_noise_scale_on_the_gpu(mode):
                 noise_scale=True)
         b.append(h[-1]["b_simple_mean"])
     assert b[0] == pytest.approx(b[1], rel=1e-3)
+
+
+def test_a_checkpoint_moves_between_gpu_and_cpu(tmp_path):
+    """A checkpoint written from a GPU run loads on the CPU with the same parameters and
+    momentum, and the reverse."""
+    from gpumlp import io
+    from gpumlp.train import TrainState, fit
+    X, y = random_problem([8, 16, 3], 64, 0, "ce")
+    for src, dst in ((backends()["twins"], "cpu"), ("cpu", backends()["twins"])):
+        net, opt = gpumlp.MLP([8, 16, 3], dtype="float32", device=src, seed=0), gpumlp.SGD(0.1, 0.9)
+        state = TrainState(0)
+        fit(net, X, y, opt, epochs=2, batch_size=16, state=state, progress=False)
+        io.save_checkpoint(tmp_path / "c.npz", net, opt.get_state(net), state)
+        ck = io.load_checkpoint(tmp_path / "c.npz", device=dst)
+        assert np.array_equal(host(ck.net.params), host(net.params))
+        opt2 = gpumlp.SGD(0.1, 0.9)
+        opt2.set_state(ck.net, ck.optimizer_state)
+        assert np.array_equal(opt2.get_state(ck.net)["velocity"], opt.get_state(net)["velocity"])
+
+
+def test_running_out_of_gpu_memory_names_the_batch_size_and_changes_nothing():
+    """With the pool capped, a batch too large for the device fails at its first step (the
+    workspace): an error naming the batch size, and the parameters as they were."""
+    import cupy
+    from gpumlp.train import OutOfDeviceMemory, fit
+    pool = cupy.get_default_memory_pool()
+    net = gpumlp.MLP([64, 512, 10], dtype="float32", device=backends()["twins"], seed=0)
+    X, y = random_problem([64, 512, 10], 4096, 0, "ce")
+    before = host(net.params)
+    used = pool.used_bytes()
+    pool.set_limit(size=used + 4 * 2**20)                 # 4 MiB more than now: the data fits, the batch does not
+    try:
+        with pytest.raises(OutOfDeviceMemory, match="batch size 4096"):
+            fit(net, X[:, :1024], y[:1024], gpumlp.SGD(0.1, 0.9), epochs=1, batch_size=4096, progress=False)
+    finally:
+        pool.set_limit(size=0)
+    assert np.array_equal(host(net.params), before)

@@ -62,8 +62,9 @@ def to_device(backend, a, name, dtype, copy=False):
     with np.errstate(over="ignore"):        # too large for dtype: caught as inf just below
         out = backend.asarray(a, backend.dtype(dtype) if isinstance(dtype, str) else dtype, copy=copy)
     xp = backend.xp
-    n_bad = int(backend.to_numpy(xp.sum(xp.astype(xp.logical_not(xp.isfinite(out)), backend.dtype("int64")))))
-    if n_bad:
+    finite = xp.isfinite(out)                # a byte per value; counted only when something is wrong
+    if not bool(backend.to_numpy(xp.all(finite))):
+        n_bad = int(backend.to_numpy(xp.sum(xp.astype(xp.logical_not(finite), backend.dtype("int64")))))
         raise ValueError(f"{name} contains NaN or inf ({n_bad} of {math.prod(out.shape)} values, counting "
                          f"values too large for {dtype}); remove or impute them first")
     return out

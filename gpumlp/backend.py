@@ -102,6 +102,12 @@ class Backend:
         """A NumPy copy of ``a``: it never aliases the model's buffers."""
         return np.array(a, copy=True)
 
+    def take_rows(self, a, order, out):
+        """out = a[order] (rows), into ``out``.  NumPy buffers the whole result first unless
+        told the indices are safe (mode='clip'; ``order`` is a permutation): a hidden copy
+        of the data every epoch."""
+        np.take(a, order, axis=0, out=out, mode="clip")
+
     def synchronize(self):
         """Wait for queued device work; a no-op on the host."""
 
@@ -129,6 +135,9 @@ class CupyBackend(Backend):
 
     def to_numpy(self, a):
         return np.array(a, copy=True) if isinstance(a, np.ndarray) else self.xp.asnumpy(a)
+
+    def take_rows(self, a, order, out):
+        self.xp.take(a, order, axis=0, out=out)
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
@@ -206,6 +215,9 @@ class ArrayAPIBackend(Backend):
 
     def to_numpy(self, a):
         return np.array(np.from_dlpack(a), copy=True)
+
+    def take_rows(self, a, order, out):
+        self.xp.take(a, order, axis=0, out=out)
 
 
 _NUMPY = Backend()

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import __version__, data, io, threads
+from . import __version__, data, io, parallel as mpi, threads
 from .activations import get_activation
 from .backend import DeviceUnavailableError
 from .example import exercise2, walkthrough
@@ -28,7 +28,7 @@ RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.json", "metrics.jsonl")
 # the options a run is made of: a resumed run takes them from its checkpoint
 RUN_OPTIONS = ("data", "loss", "epochs", "batch_size", "lr", "momentum", "weight_decay", "hidden", "activation",
                "margin", "dtype", "seed", "test_fraction", "threads", "checkpoint_every", "noise_scale",
-               "clip_grad_norm", "plot")
+               "clip_grad_norm", "plot", "micro_batch")
 
 
 class Interrupted(Exception):
@@ -174,9 +174,18 @@ def _validate(a):
         raise ValueError("--plot draws DIR/curves.png: give --out DIR")
 
 
+def _parallel():
+    """The MPI job this process belongs to (None without one), and its rank for printing."""
+    global _RANK
+    job = mpi.from_environment()
+    _RANK = 0 if job is None else job.rank
+    return job
+
+
 def cmd_train(a, given):
+    job = _parallel()
     if a.resume:
-        return _resume(a, given)
+        return _resume(a, given, job)
     _validate(a)
     X, y, source = _load(a.data)
     if a.lr is None:
@@ -190,7 +199,7 @@ def cmd_train(a, given):
         scaler = data.Standardizer.fit(Xtr)
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
-    if a.out:
+    if a.out and _RANK == 0:
         _make_out_dir(a.out, a.force)            # fail before training, not after
     n_threads = a.threads or threads.auto_threads(net.sizes, a.batch_size)
     meta = {"loss": a.loss, "margin": a.margin, "data": source, "data_sha256": data.fingerprint(X, y),
@@ -198,10 +207,10 @@ def cmd_train(a, given):
             "args": {k: getattr(a, k) for k in RUN_OPTIONS}}
     extra = {"x_mean": scaler.mean, "x_scale": scaler.scale, "classes": classes}
     optimizer = SGD(a.lr, a.momentum, a.weight_decay, a.clip_grad_norm)
-    return _train(a, net, optimizer, TrainState(a.seed), scaler, (Xtr, ytr, Xte, yte), meta, extra, [], source)
+    return _train(a, net, optimizer, TrainState(a.seed), scaler, (Xtr, ytr, Xte, yte), meta, extra, [], source, job)
 
 
-def _resume(a, given):
+def _resume(a, given, job=None):
     """Continue the run in --resume DIR from its checkpoint, to its original --epochs."""
     extra_options = sorted(f"--{k.replace('_', '-')}" for k in given & set(RUN_OPTIONS + ("out", "force")))
     if extra_options:
@@ -234,25 +243,39 @@ def _resume(a, given):
     except ValueError as e:
         raise ValueError(f"{path} is damaged: {e}") from None
     a.out, a.threads = a.resume, meta["blas_threads"]        # the same BLAS threads: the same bits
-    print(f"gpumlp: resuming {a.resume} after epoch {ck.state.epoch} of {a.epochs}", flush=True)
-    return _train(a, ck.net, optimizer, ck.state, scaler, (Xtr, ytr, Xte, yte), meta, ck.arrays, history, source)
+    _say(f"gpumlp: resuming {a.resume} after epoch {ck.state.epoch} of {a.epochs}", flush=True)
+    return _train(a, ck.net, optimizer, ck.state, scaler, (Xtr, ytr, Xte, yte), meta, ck.arrays, history, source,
+                  job)
 
 
-def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source):
+def _say(*args, **kwargs):
+    """print, on rank 0 of an MPI job (or in a plain run) only."""
+    if _RANK == 0:
+        print(*args, **kwargs)
+
+
+_RANK = 0
+
+
+def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source, parallel=None):
     Xtr, ytr, Xte, yte = split
     n_threads = meta["blas_threads"]
-    print(f"gpumlp: {net} on {source}: {Xtr.shape[1]} training, {Xte.shape[1]} test samples, "
-          f"loss {a.loss}, batch {a.batch_size}, lr {a.lr}, {n_threads} BLAS thread(s)", flush=True)
-    run = _Run(a.out, a.checkpoint_every, meta, extra)
+    if parallel is not None and not parallel.agree((meta["data_sha256"], json.dumps(meta["args"], sort_keys=True))):
+        raise ValueError("the ranks of this MPI job do not train the same data with the same settings")
+    ranks = f", {parallel.size} MPI ranks" if parallel is not None else ""
+    _say(f"gpumlp: {net} on {source}: {Xtr.shape[1]} training, {Xte.shape[1]} test samples, "
+         f"loss {a.loss}, batch {a.batch_size}, lr {a.lr}, {n_threads} BLAS thread(s){ranks}", flush=True)
+    run = _Run(a.out if _RANK == 0 else None, a.checkpoint_every, meta, extra)     # rank 0 alone writes
     run.start(history)
-    log = print if a.no_progress or not sys.stdout.isatty() else None
+    log = (print if a.no_progress or not sys.stdout.isatty() else None) if _RANK == 0 else None
     t0 = time.perf_counter()
     try:
         with threads.limit(n_threads):
             fit(net, scaler(Xtr), ytr, optimizer, loss=a.loss, margin=a.margin, epochs=a.epochs,
-                batch_size=a.batch_size, X_test=scaler(Xte), y_test=yte, progress=not a.no_progress, log=log,
-                noise_scale=a.noise_scale, state=state,
-                on_epoch=lambda record, st: run.on_epoch(net, optimizer, record, st))
+                batch_size=a.batch_size, X_test=scaler(Xte), y_test=yte,
+                progress=not a.no_progress and _RANK == 0, log=log, noise_scale=a.noise_scale, state=state,
+                on_epoch=lambda record, st: run.on_epoch(net, optimizer, record, st),
+                micro_batch=a.micro_batch, parallel=parallel)
     except KeyboardInterrupt:
         run.save_checkpoint(net)
         done = run.snapshot[0] if run.snapshot else state.epoch
@@ -272,13 +295,13 @@ def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source
     seconds = time.perf_counter() - t0
     run.save_checkpoint(net)
     final = run.history[-1]
-    print(f"test accuracy {final['test_accuracy']:.4f}  test loss {final['test_loss']:.4f}  "
+    _say(f"test accuracy {final['test_accuracy']:.4f}  test loss {final['test_loss']:.4f}  "
           f"({seconds:.1f} s, device {net.backend.name})")
     if a.noise_scale:
         fmt = lambda v: "not resolved" if v is None else f"{v:.0f}"   # noqa: E731
-        print(f"gradient noise scale B_simple: {fmt(final['b_simple'])} at the end (moving average), "
+        _say(f"gradient noise scale B_simple: {fmt(final['b_simple'])} at the end (moving average), "
               f"{fmt(final['b_simple_start'])} in the first epoch, {fmt(final['b_simple_mean'])} over the run")
-    if a.out:
+    if a.out and _RANK == 0:
         model_meta = {k: v for k, v in meta.items() if k != "args"}
         io.save(run.path("model.npz"), net, model_meta, **{k: extra[k] for k in ("x_mean", "x_scale", "classes")})
         metrics = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
@@ -410,6 +433,9 @@ def parser():
                    help="the share of every class held out as the test split")
     t.add_argument("--threads", type=_positive, default=None,
                    help="BLAS threads on the CPU (default: chosen from the layer sizes and batch size)")
+    t.add_argument("--micro-batch", metavar="M", type=_positive, default=None,
+                   help="compute each batch in chunks of at most M columns, their gradients summed: the same "
+                        "step in the memory of M columns")
     t.add_argument("--clip-grad-norm", metavar="C", type=_number(0, low_open=True), default=None,
                    help="rescale each step's gradient to a global norm of at most C")
     t.add_argument("--plot", action="store_true", help="draw DIR/curves.png (loss and accuracy) at the end")

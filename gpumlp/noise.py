@@ -149,14 +149,33 @@ class _StepRecords:
         backend, dt = net.backend, net.params.dtype
         self.sum_s = backend.empty((n_steps, 1), dt)
         self.grad_sq = backend.empty((n_steps, 1), dt)
+        self._part = backend.empty((1, 1), dt)
         self._g = net.xp.reshape(net.grads, (1, -1))
 
     def record(self, net, i):
         """Step i's values, after the backward pass and before the update (unchecked)."""
+        self.record_norms(net, i)
+        self.record_grad(net, i)
+
+    def record_norms(self, net, i, add=False):
+        """Σ_n s_n of the last backward pass into row i (``add``: onto what is there, for the
+        second and later micro-batches of a step)."""
         xp = net.xp
-        s = net._sample_sq_norms()
-        xp.sum(xp.reshape(s, (1, -1)), axis=1, keepdims=True, out=self.sum_s[i:i + 1, :])
-        xp.matmul(self._g, self._g.T, out=self.grad_sq[i:i + 1, :])
+        s = xp.reshape(net._sample_sq_norms(), (1, -1))
+        row = self.sum_s[i:i + 1, :]
+        if add:
+            xp.sum(s, axis=1, keepdims=True, out=self._part)
+            xp.add(row, self._part, out=row)
+        else:
+            xp.sum(s, axis=1, keepdims=True, out=row)
+
+    def zero_norms(self, i):
+        """Row i for a rank whose share of the step's batch is empty."""
+        self.sum_s[i:i + 1, :] = 0
+
+    def record_grad(self, net, i):
+        """|ḡ|² of the step's whole gradient (after any micro-batches and all-reduce) into row i."""
+        net.xp.matmul(self._g, self._g.T, out=self.grad_sq[i:i + 1, :])
 
     def read(self, backend, start, stop):
         """Steps start..stop−1's records on the host, as float64 vectors."""

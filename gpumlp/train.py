@@ -87,11 +87,10 @@ class _Data:
 
     def shuffle(self, backend, order):
         """The epoch's order, gathered into XTe and ye (allocated once)."""
-        xp = backend.xp
         if self.XTe is None:
             self.XTe, self.ye = backend.empty(self.XT.shape, self.XT.dtype), backend.empty(self.y.shape, self.y.dtype)
-        xp.take(self.XT, order, axis=0, out=self.XTe)
-        xp.take(self.y, order, axis=0, out=self.ye)
+        backend.take_rows(self.XT, order, self.XTe)
+        backend.take_rows(self.y, order, self.ye)
 
 
 class _PublicStep:
@@ -147,7 +146,7 @@ def evaluate(net, X, y, loss="ce", margin=1.0, batch_size=4096):
 
 def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
         X_test=None, y_test=None, seed=0, progress=True, log=None, noise_scale=False,
-        state=None, on_epoch=None):
+        state=None, on_epoch=None, micro_batch=None, parallel=None):
     """Train ``net`` on X (d0 × N) and labels y; returns the per-epoch history.
 
     ``progress`` shows a progress bar on a terminal (never in a log) and, unless ``log``
@@ -174,8 +173,17 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     the run so far) and ``b_simple_start`` (the first epoch) to each entry; None
     while |G|² is not resolved.  A :class:`gpumlp.noise.NoiseScale` instance may be
     passed instead of True, to choose its settings or to continue one.
+
+    ``micro_batch=M`` computes each batch in column chunks of at most M (the last may be
+    shorter), each chunk's loss normalised by the whole batch, and sums their gradients
+    before the one update: the same step, up to the order of floating-point sums, with
+    the memory of M columns.  ``parallel`` (a :class:`gpumlp.parallel.DataParallel`)
+    splits every batch's columns over the processes of an MPI job, sums their gradients
+    with one all-reduce and makes the same update on each; every process passes the same
+    data, seed and settings.
     """
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    micro_batch = None if micro_batch is None else positive_int(micro_batch, "micro_batch")
     if (X_test is None) != (y_test is None):
         raise ValueError("give X_test and y_test together, or neither")
     entry = get_loss(loss)
@@ -201,6 +209,11 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
     if log is None and progress:
         log = tqdm.write
     kernel = net.backend.kernel(entry.kernel)
+    plan = None
+    if micro_batch is not None or parallel is not None:
+        plan = _Plan(net, micro_batch if micro_batch is not None and micro_batch < batch_size else None, parallel)
+        if parallel is not None:
+            parallel.broadcast(net.backend, net.params)          # every rank starts from rank 0's parameters
     history = []
     # NumPy would warn about overflow step by step before the loss turns NaN;
     # the check at the end of each epoch stops the run with one clear message instead.
@@ -211,7 +224,7 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
                      disable=None if progress else True, leave=False) as bar:
             for epoch in range(state.epoch + 1, epochs + 1):
                 record = _epoch(net, train, kernel, margin, optimizer, state.rng, batch_size, epoch, bar, test,
-                                noise, first_step=state.step)
+                                noise, first_step=state.step, plan=plan)
                 state.epoch, state.step = epoch, state.step + n_steps
                 history.append(record)
                 if log is not None:
@@ -223,14 +236,57 @@ def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
             raise
         raise OutOfDeviceMemory(
             f"the {net.backend.name} device ran out of memory training at batch size {batch_size} "
-            f"({type(e).__name__}); try a smaller batch size (--batch-size). The step that failed "
+            f"({type(e).__name__}); try a smaller batch size (--batch-size), or compute each batch in "
+            f"smaller chunks with the same result (--micro-batch M, fit(micro_batch=M)). The step that failed "
             f"made no update: the parameters are those after the last step that ran") from None
     finally:
         net._release_inputs()             # the cached batches must not keep the data alive
     return history
 
 
-def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise=None, first_step=None):
+class _Plan:
+    """How a batch becomes one step when it is not computed whole: in micro-batches of at
+    most ``micro`` columns and/or, under ``parallel``, only this rank's share of its
+    columns.  Every chunk's loss is normalised by the whole batch, so the chunks' and the
+    ranks' gradients add up to the batch's: over chunks in an accumulator, over ranks
+    with one all-reduce, before the one update every rank makes alike."""
+
+    def __init__(self, net, micro, parallel):
+        self.micro, self.parallel = micro, parallel
+        self.acc = net.backend.zeros(tuple(net.grads.shape), net.grads.dtype) if micro else None
+
+    def step(self, net, data, s, e, kernel, margin, optimizer, records, i):
+        xp, inv = net.xp, 1.0 / (e - s)
+        lo, hi = (s, e) if self.parallel is None else self.parallel.shard(s, e)
+        size = self.micro or max(hi - lo, 1)
+        chunks = range(lo, hi, size)
+        last = len(chunks) - 1
+        for j, c in enumerate(chunks):
+            d = min(c + size, hi)
+            _forward_loss(net, data.XTe[c:d, :].T, data.ye[c:d], kernel, margin, inv, data.loss[c:d], data.hit[c:d])
+            net._backward()
+            if records is not None:
+                records.record_norms(net, i, add=j > 0)
+            if last:                                   # several chunks: sum their gradients
+                if j == 0:
+                    self.acc[...] = net.grads
+                elif j < last:
+                    xp.add(self.acc, net.grads, out=self.acc)
+                else:
+                    xp.add(net.grads, self.acc, out=net.grads)
+        if not chunks:                                 # fewer columns than ranks: this one has none
+            net.grads[...] = 0
+            if records is not None:
+                records.zero_norms(i)
+        if self.parallel is not None:
+            self.parallel.allreduce(net.backend, net.grads)
+        if records is not None:
+            records.record_grad(net, i)
+        optimizer._update(net)
+
+
+def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise=None, first_step=None,
+           plan=None):
     """One pass over the shuffled data; the host reads the step losses once, at the end."""
     backend, N = net.backend, data.N
     t0 = time.perf_counter()
@@ -239,13 +295,22 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
     if noise is not None and data.records is None:
         data.records = _StepRecords(net, len(starts))
     records = None if noise is None else data.records
+    parallel = None if plan is None else plan.parallel
+    if parallel is not None:                    # each rank fills only its columns' losses and hits
+        data.loss[...] = 0
+        data.hit[...] = False
     for i, s in enumerate(starts):
         e = min(s + batch_size, N)
-        _step(net, data.XTe[s:e, :].T, data.ye[s:e], kernel, margin, optimizer, data.loss[s:e], data.hit[s:e],
-              records, i)
+        if plan is None:
+            _step(net, data.XTe[s:e, :].T, data.ye[s:e], kernel, margin, optimizer, data.loss[s:e], data.hit[s:e],
+                  records, i)
+        else:
+            plan.step(net, data, s, e, kernel, margin, optimizer, records, i)
         bar.update(1)
     columns = backend.to_numpy(data.loss)                  # the host reads only from here on
     steps = np.add.reduceat(columns, np.asarray(starts))   # each step's mean loss over its batch
+    if parallel is not None:
+        steps = parallel.sum(steps)
     bad = np.flatnonzero(~np.isfinite(steps))
     if bad.size:
         step = ((epoch - 1) * len(starts) if first_step is None else first_step) + bad[0] + 1
@@ -254,10 +319,16 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
             f"batch {bad[0] + 1} of {len(starts)}); try a lower learning rate "
             f"(it is {getattr(optimizer, 'lr', '?')})")
     sizes = np.minimum(batch_size, N - np.asarray(starts)).astype(np.float64)
+    hits = None
+    if data.kind == "labels":
+        hits = np.count_nonzero(backend.to_numpy(data.hit))
+        if parallel is not None:
+            hits = int(parallel.sum(np.array([hits]))[0])
     record = {"epoch": epoch, "loss": float(steps.astype(np.float64) @ sizes / N),
-              "accuracy": float(np.count_nonzero(backend.to_numpy(data.hit))) / N if data.kind == "labels" else None}
+              "accuracy": None if hits is None else float(hits) / N}
     if noise is not None:
-        noise.update(*records.read(backend, 0, len(starts)), sizes)
+        sums, grad_sq = records.read(backend, 0, len(starts))
+        noise.update(parallel.sum(sums) if parallel is not None else sums, grad_sq, sizes)
         record.update(b_simple=noise.b_simple, b_simple_mean=noise.b_simple_mean,
                       b_simple_start=noise.b_simple_start)
     if test is not None:

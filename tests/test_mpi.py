@@ -1,0 +1,93 @@
+"""Data-parallel training inside a real MPI job: tests/test_scale.py runs this file as
+
+    mpiexec -n P python -m mpi4py -m pytest tests/test_mpi.py      (P = 2, and 3: uneven shares)
+
+with GPUMLP_TEST_RANKS=P.  Run alone, outside an MPI job, every test skips.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import gpumlp
+from gpumlp.losses import LOSSES
+from gpumlp.train import TrainState, _Data, _epoch, _Plan, fit
+
+MPI = pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed")
+from gpumlp.parallel import DataParallel  # noqa: E402
+
+COMM = MPI.COMM_WORLD
+pytestmark = [pytest.mark.mpi,
+              pytest.mark.skipif(COMM.Get_size() == 1, reason="runs inside an MPI job (tests/test_scale.py)")]
+
+
+def problem(n=63, sizes=(6, 9, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    return list(sizes), rng.standard_normal((sizes[0], n)), rng.integers(0, sizes[-1], n)
+
+
+def test_the_communicator_has_the_ranks_the_launcher_started():
+    assert COMM.Get_size() == int(os.environ["GPUMLP_TEST_RANKS"])
+
+
+def test_summed_shares_equal_the_full_batch_gradient():
+    """N = 63 over P ranks (uneven shares): the all-reduced gradients equal one process's
+    full-batch gradients to 1e-10, in float64."""
+    job = DataParallel(COMM)
+    sizes, X, y = problem()
+    single = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=1)
+    single.backward(LOSSES["ce"](single.forward(X), y)[1])
+    net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=1)
+    data = _Data(net, X, y)
+    data.XTe, data.ye = data.XT, data.y                       # the batch in its own order
+    frozen = gpumlp.SGD(1e-300)                                # a step that does not move the weights
+    _Plan(net, None, job).step(net, data, 0, 63, net.backend.kernel(LOSSES["ce"].kernel), 1.0, frozen, None, 0)
+    g, g1 = gpumlp.to_numpy(net.grads), gpumlp.to_numpy(single.grads)
+    assert np.max(np.abs(g - g1)) <= 1e-10 * np.max(np.abs(g1))
+    lo, hi = job.shard(0, 63)
+    assert hi - lo in (63 // job.size, 63 // job.size + 1)
+
+
+def test_training_keeps_ranks_identical_and_equal_to_one_process():
+    """Several SGD steps with momentum and micro-batches: the parameters are bit-identical
+    across ranks and match a 1-process run to 1e-10."""
+    job = DataParallel(COMM)
+    sizes, X, y = problem(n=63)
+    out = []
+    for parallel, micro in ((job, 3), (None, None)):
+        net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=2 + COMM.Get_rank() * (parallel is not None))
+        fit(net, X, y, gpumlp.SGD(0.2, 0.9, 1e-3), epochs=3, batch_size=16, seed=5, progress=False,
+            parallel=parallel, micro_batch=micro)
+        out.append(gpumlp.to_numpy(net.params))
+    # rank r started from seed 2 + r: the broadcast gave every rank rank 0's weights
+    everyone = COMM.allgather(out[0].tobytes())
+    assert all(b == everyone[0] for b in everyone)
+    assert np.max(np.abs(out[0] - out[1])) <= 1e-10 * np.max(np.abs(out[1]))
+
+
+def test_every_column_is_used_once_per_epoch():
+    job = DataParallel(COMM)
+    sizes, X, y = problem(n=50)
+    net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=0)
+    data = _Data(net, X, y)
+    plan, state = _Plan(net, None, job), TrainState(3)
+
+    class Bar:
+        def update(self, n):
+            pass
+    _epoch(net, data, net.backend.kernel(LOSSES["ce"].kernel), 1.0, gpumlp.SGD(0.1), state.rng, 7, 1, Bar(), None,
+           plan=plan)
+    used = (gpumlp.to_numpy(data.loss) > 0).astype(np.int64)    # a rank writes only the losses of its columns
+    assert np.array_equal(job.sum(used), np.ones(50, np.int64))
+
+
+def test_the_noise_scale_uses_the_global_batch():
+    job = DataParallel(COMM)
+    sizes, X, y = problem(n=45)
+    b = []
+    for parallel in (job, None):
+        net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=0)
+        h = fit(net, X, y, gpumlp.SGD(1e-300), epochs=2, batch_size=8, seed=1, progress=False, parallel=parallel,
+                noise_scale=True)
+        b.append(h[-1]["b_simple_mean"])
+    assert b[0] == pytest.approx(b[1], rel=1e-9)

@@ -78,6 +78,7 @@ class L2PenaltySGD:
         if not net._fresh:
             raise RuntimeError("step() needs the gradients of the last forward pass: call "
                                "net.backward(dY) after net.forward(X) first")
+        net._inv_batch = None            # the public path: n is the last forward pass's
         self._update(net)
 
     def _update(self, net):
@@ -87,7 +88,9 @@ class L2PenaltySGD:
         data gradient and the penalty's are both per-sample means, as in scikit-learn.
         """
         if self.alpha:
-            xp, c = net.xp, self.alpha / net.Z[-1].shape[1]
+            # 1/n of the whole batch as fit normalised it (a micro-batch or a rank's share is less)
+            inv_n = getattr(net, "_inv_batch", None) or 1.0 / net.Z[-1].shape[1]
+            xp, c = net.xp, self.alpha * inv_n
             for W, dW, tmp in self._layers(net):
                 xp.multiply(W, c, out=tmp)
                 xp.add(dW, tmp, out=dW)
@@ -156,7 +159,8 @@ class _MLPAdapter(BaseEstimator):
         else:
             batch_size = positive_int(self.batch_size, "batch_size")
         return _fit(net, X.T, codes, optimizer, loss=self.loss, margin=self.margin, epochs=epochs,
-                    batch_size=batch_size, state=state, progress=False, log=print if self.verbose else None)
+                    batch_size=batch_size, state=state, progress=False, log=print if self.verbose else None,
+                    micro_batch=self.micro_batch)
 
     # -- scikit-learn's layout of the parameters -------------------------------------
     @property
@@ -241,6 +245,9 @@ class MLPClassifier(ClassifierMixin, _MLPAdapter):
         float64 input; 'float32' is the fast choice on a GPU.
     verbose : bool, default=False
         Print each epoch's loss and accuracy.
+    micro_batch : int or None, default=None
+        Compute each batch in chunks of at most this many samples, their gradients summed:
+        the same training (up to the order of sums) in the memory of the chunk.
 
     Attributes
     ----------
@@ -262,7 +269,8 @@ class MLPClassifier(ClassifierMixin, _MLPAdapter):
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="ce", margin=1.0, alpha=1e-4,
                  batch_size=32, learning_rate_init="auto", momentum=0.9, max_iter=30, random_state=None,
-                 device="cpu", dtype="float64", verbose=False):
+                 device="cpu", dtype="float64", verbose=False, micro_batch=None):
+        self.micro_batch = micro_batch
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.loss = loss
@@ -386,7 +394,8 @@ class MLPRegressor(RegressorMixin, _MLPAdapter):
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, alpha=1e-4, batch_size=32,
                  learning_rate_init="auto", momentum=0.9, max_iter=30, random_state=None,
-                 device="cpu", dtype="float64", verbose=False):
+                 device="cpu", dtype="float64", verbose=False, micro_batch=None):
+        self.micro_batch = micro_batch
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.alpha = alpha

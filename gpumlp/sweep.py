@@ -23,9 +23,10 @@ from ._checks import number, positive_int
 from .losses import check_margin, get_loss
 from .noise import NoiseScale, _StepRecords
 from .optim import SGD
-from .train import _Data, _forward_loss, _score, _step
+from .train import _Data, _forward_loss, _Plan, _score, _step
 
-__all__ = ["LR_SCALINGS", "scaled_lr", "warmup_factor", "train_to_target", "fit_critical_batch"]
+__all__ = ["LR_SCALINGS", "scaled_lr", "warmup_factor", "train_to_target", "fit_critical_batch", "load_split",
+           "run_job"]
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 
@@ -52,7 +53,8 @@ def warmup_factor(samples_after_step, warmup_samples):
 
 
 def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.96, max_epochs=100,
-                    eval_every=256, seed=0, loss="ce", margin=1.0, warmup_samples=0, noise_scale=False):
+                    eval_every=256, seed=0, loss="ce", margin=1.0, warmup_samples=0, noise_scale=False,
+                    micro_batch=None):
     """Train with mini-batch SGD until the test accuracy reaches ``target`` or
     ``max_epochs`` pass; the test set is scored after the first step at or past every
     ``eval_every`` training examples (so steps-to-target is resolved to about
@@ -73,6 +75,8 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     parameters, from one pass over the data without updates, before the clock starts),
     ``b_simple_first_epoch`` and ``b_simple_end`` (the moving averages at the end).
 
+    ``micro_batch=M`` computes each batch in chunks of at most M columns (as ``fit`` does).
+
     On a GPU the clock stops at every scoring, which synchronises the device: with
     B ≥ ``eval_every`` that is after every step, so host and device do not overlap
     across steps as they would in plain training, and large batches are charged for it.
@@ -92,7 +96,10 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     noise = NoiseScale(population=N) if noise_scale else None
     rng = np.random.default_rng(seed)
     init = _noise_at_init(net, train, kernel, margin, batch_size, records, seed) if noise_scale else None
-    run = _Run(net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples, target, records, noise)
+    micro = None if micro_batch is None else positive_int(micro_batch, "micro_batch")
+    plan = _Plan(net, micro, None) if micro is not None and micro < batch_size else None
+    run = _Run(net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples, target, records,
+               noise, plan)
     try:
         with np.errstate(over="ignore", invalid="ignore"):    # a diverging run is reported, not warned about
             for epoch in range(max_epochs):
@@ -134,8 +141,9 @@ class _Run:
     """The state of one :func:`train_to_target` run, an epoch at a time."""
 
     def __init__(self, net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples,
-                 target, records, noise):
+                 target, records, noise, plan=None):
         self.net, self.train, self.test, self.kernel, self.margin = net, train, test, kernel, margin
+        self.plan = plan
         self.optimizer, self.peak_lr, self.B = optimizer, optimizer.lr, batch_size
         self.eval_every, self.warmup_samples, self.target = eval_every, warmup_samples, target
         self.records, self.noise = records, noise
@@ -154,8 +162,11 @@ class _Run:
             e = min(s + B, N)
             if self.warmup_samples:
                 self.optimizer.lr = self.peak_lr * warmup_factor(self.samples + e - s, self.warmup_samples)
-            _step(net, train.XTe[s:e, :].T, train.ye[s:e], self.kernel, self.margin, self.optimizer,
-                  train.loss[s:e], train.hit[s:e], self.records, i)
+            if self.plan is None:
+                _step(net, train.XTe[s:e, :].T, train.ye[s:e], self.kernel, self.margin, self.optimizer,
+                      train.loss[s:e], train.hit[s:e], self.records, i)
+            else:
+                self.plan.step(net, train, s, e, self.kernel, self.margin, self.optimizer, self.records, i)
             self.step, self.samples = self.step + 1, self.samples + e - s
             if self.samples < self.next_eval and not (last and e == N):
                 continue
@@ -227,3 +238,46 @@ def fit_critical_batch(batch_sizes, steps):
         out["b_crit"] = float(e_min / s_min)
         out["extrapolated"] = not lo <= out["b_crit"] <= hi
     return out
+
+
+_loaded = {}
+
+
+def load_split(data=None, test_fraction=0.2):
+    """``(X_train, y_train, X_test, y_test, K, source)`` as ``gpumlp train`` prepares them: the
+    embedded digits (``data=None``) or a .npz, the held-out split with seed 0, and the
+    scaling fitted on the training columns.  Kept per process, so a sweep's worker loads
+    its data once."""
+    from . import data as datasets
+    key = (data, test_fraction)
+    if key not in _loaded:
+        if data is None:
+            (X, y), source = datasets.load_digits(), "digits"
+        else:
+            X, y = datasets.load_npz(data)
+            source = data
+        idx, classes = datasets.encode_labels(y)
+        if len(classes) < 2:
+            raise ValueError(f"{source}: the data must have at least 2 classes")
+        train, test = datasets.split(idx, test_fraction, 0)
+        scaler = datasets.Standardizer.fit(X[:, train])
+        _loaded[key] = (scaler(X[:, train]), idx[train], scaler(X[:, test]), idx[test], len(classes), source)
+    return _loaded[key]
+
+
+def run_job(spec):
+    """One run of a training sweep, from a JSON-able ``spec`` (data, test_fraction, sizes,
+    dtype, device, threads, batch_size, lr, seed, momentum, weight_decay, target,
+    max_epochs, eval_every, loss, warmup_samples, micro_batch): the same in this process or
+    in a worker of ``mpi4py.futures``, whose runs merge into one sweep.  Returns
+    :func:`train_to_target`'s record with batch_size, lr and seed."""
+    from .model import MLP
+    from .threads import limit
+    Xtr, ytr, Xte, yte, _, _ = load_split(spec["data"], spec["test_fraction"])
+    with limit(spec["threads"]):
+        net = MLP(spec["sizes"], dtype=spec["dtype"], device=spec["device"], seed=spec["seed"])
+        r = train_to_target(net, Xtr, ytr, Xte, yte, SGD(spec["lr"], spec["momentum"], spec["weight_decay"]),
+                            spec["batch_size"], target=spec["target"], max_epochs=spec["max_epochs"],
+                            eval_every=spec["eval_every"], seed=spec["seed"], loss=spec["loss"],
+                            warmup_samples=spec["warmup_samples"], noise_scale=True, micro_batch=spec["micro_batch"])
+    return {"batch_size": spec["batch_size"], "lr": spec["lr"], "seed": spec["seed"], **r}

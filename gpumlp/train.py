@@ -104,6 +104,7 @@ def _forward_loss(net, Z0, labels, loss_kernel, margin, inv_norm, loss_out, hit_
     """The forward pass, then the loss kernel: ∂L/∂Y into Δ_L's buffer, and each column's
     loss (divided by 1 / ``inv_norm``) and hit into ``loss_out`` and ``hit_out``."""
     Y = net._forward(Z0)
+    net._inv_batch = inv_norm        # 1 / the whole batch's N, for an optimizer that scales by it
     ws = net._ws
     loss_kernel(Y, labels, ws.D[-1], loss_out, hit_out, inv_norm, margin, ws.loss_scratch)
 

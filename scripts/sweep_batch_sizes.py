@@ -37,7 +37,6 @@ import re
 import signal
 import statistics
 import sys
-import zipfile
 from pathlib import Path
 
 from steptiming import Contenders, Context, count_kernels, step_flops
@@ -127,6 +126,11 @@ def parser():
                    help="SGD momentum (default 0: plain SGD, the setting of the noise-scale model)")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--loss", choices=["ce", "hinge", "mse"], default="ce")
+    t.add_argument("--micro-batch", type=positive(int), default=None,
+                   help="compute each batch in chunks of at most this many columns (the same steps)")
+    t.add_argument("--workers", type=positive(int), default=None,
+                   help="fan the runs out over this many mpi4py.futures workers (their results merge into "
+                        "the same files); step mode is never fanned out")
     t.add_argument("--test-fraction", type=float, default=0.2)
     return p
 
@@ -150,6 +154,9 @@ def main(argv=None):
         return 1 if why_not else 0
     if a.mode == "train" and not 0 < a.target <= 1:
         sys.exit(f"sweep: --target must be a test accuracy in (0, 1]; got {a.target}")
+    if a.mode == "step" and a.workers:
+        sys.exit("sweep: step timings are never fanned out over workers (concurrent processes corrupt "
+                 "interleaved timings); --workers is for --mode train")
     if a.warmup_epochs < 0 or not 0 <= a.momentum < 1 or a.weight_decay < 0:
         sys.exit("sweep: --warmup-epochs and --weight-decay must be >= 0 and --momentum in [0, 1)")
     a.batch_sizes = a.batch_sizes or (STEP_BATCH_SIZES if a.mode == "step" else TRAIN_BATCH_SIZES)
@@ -250,21 +257,11 @@ def step_row(ctx, a, sizes, N, kernels, active, raw_all):
 # -- train mode ---------------------------------------------------------------------------
 
 def load_data(a):
-    from gpumlp import data
-    if a.data:
-        try:
-            X, y = data.load_npz(a.data)
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            sys.exit(f"sweep: --data {a.data}: cannot read it ({e})")
-        source = os.path.abspath(a.data)
-    else:
-        (X, y), source = data.load_digits(), "digits"
-    idx, classes = data.encode_labels(y)
-    if len(classes) < 2:
-        sys.exit("sweep: the data must have at least 2 classes")
-    train, test = data.split(idx, a.test_fraction, 0)
-    scaler = data.Standardizer.fit(X[:, train])
-    return scaler(X[:, train]), idx[train], scaler(X[:, test]), idx[test], len(classes), source
+    from gpumlp.sweep import load_split
+    try:
+        return load_split(os.path.abspath(a.data) if a.data else None, a.test_fraction)
+    except ValueError as e:
+        sys.exit(f"sweep: {e}")
 
 
 def lr_choices(a, B):
@@ -278,8 +275,7 @@ def lr_choices(a, B):
 def train_sweep(ctx, a):
     from tqdm.auto import tqdm
 
-    import gpumlp
-    from gpumlp.sweep import fit_critical_batch, train_to_target
+    from gpumlp.sweep import fit_critical_batch, run_job
     Xtr, ytr, Xte, yte, K, source = load_data(a)
     sizes = net_sizes(a, Xtr.shape[0], K, TRAIN_HIDDEN)
     if sizes[0] != Xtr.shape[0] or sizes[-1] != K:
@@ -294,14 +290,20 @@ def train_sweep(ctx, a):
     header["settings"].pop("lr"), header["settings"].pop("momentum")     # the step timer's, not used here
     header["settings"]["momentum"] = a.momentum
     jobs = [(B, lr, seed) for B in a.batch_sizes for lr in lr_choices(a, B)[0] for seed in seeds]
+    common = {"data": os.path.abspath(a.data) if a.data else None, "test_fraction": a.test_fraction, "sizes": sizes,
+              "dtype": a.dtype, "device": a.device, "threads": a.threads, "momentum": a.momentum,
+              "weight_decay": a.weight_decay, "target": a.target, "max_epochs": a.max_epochs,
+              "eval_every": a.eval_every, "loss": a.loss, "warmup_samples": a.warmup_epochs * D,
+              "micro_batch": a.micro_batch}
+    specs = [{**common, "batch_size": B, "lr": lr, "seed": seed} for B, lr, seed in jobs]
     runs = []
     try:
-        for B, lr, seed in tqdm(jobs, desc="runs", unit="run", leave=False, disable=None):
-            net = gpumlp.MLP(sizes, dtype=a.dtype, device=ctx.backend, seed=seed)
-            r = train_to_target(net, Xtr, ytr, Xte, yte, gpumlp.SGD(lr, a.momentum, a.weight_decay), B,
-                                target=a.target, max_epochs=a.max_epochs, eval_every=a.eval_every, seed=seed,
-                                loss=a.loss, warmup_samples=a.warmup_epochs * D, noise_scale=True)
-            runs.append({"batch_size": B, "lr": lr, "seed": seed, **r})
+        if a.workers:
+            header["workers"] = a.workers
+            runs = fan_out(specs, a.workers)
+        else:
+            for spec in tqdm(specs, desc="runs", unit="run", leave=False, disable=None):
+                runs.append(run_job(spec))
     except KeyboardInterrupt:
         header["interrupted"] = f"after {len(runs)} of {len(jobs)} runs"
         print(f"interrupted after {len(runs)} of {len(jobs)} runs: writing those", file=sys.stderr)
@@ -339,6 +341,18 @@ def train_sweep(ctx, a):
             f"(range {' to '.join(fmt(v) for v in model['b_simple_predicted_range'] or [None])}), "
             f"{fmt(model['b_simple_init'])} at the starting parameters")
     return {"mode": "train", "header": header, "sizes": sizes, "model": model, "table": table, "runs": runs}
+
+
+def fan_out(specs, workers):
+    """The runs on ``workers`` processes of mpi4py.futures (spawned here, or the workers of
+    `mpiexec -n W+1 python -m mpi4py.futures ...`), in the order of ``specs``."""
+    try:
+        from mpi4py.futures import MPIPoolExecutor
+    except ImportError as e:
+        sys.exit(f"sweep: --workers needs mpi4py ({e}); pip install 'gpumlp[mpi]'")
+    from gpumlp.sweep import run_job
+    with MPIPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(run_job, specs))
 
 
 def summarize(a, runs, seeds):

@@ -356,3 +356,10 @@ def test_squared_error_gradient_matches_finite_differences():
     np.testing.assert_allclose(dY, num, rtol=1e-7, atol=1e-10)
     with pytest.raises(ValueError, match=r"targets must have shape \(3, 5\)"):
         gpumlp.losses.squared_error(Y, T[:2])
+
+
+def test_micro_batch_trains_the_same_estimator(iris):
+    X, y = iris
+    a = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y)
+    b = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0, micro_batch=5).fit(X, y)
+    assert np.max(np.abs(a.net_.params - b.net_.params)) <= 1e-12 * np.max(np.abs(a.net_.params))

@@ -262,7 +262,8 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
                         (["--mode", "train", "--target", "2"], "--target"), (["--sizes", "8,8", "--hidden", "4"], "not allowed"),
                         (["--mode", "train", "--test-fraction", "1.5"], "test_fraction"),
                         (["--mode", "train", "--sizes", "10,4,10"], "d0 = 64"),
-                        (["--mode", "train", "--data", tmp_path / "missing.npz"], "cannot read")]:
+                        (["--mode", "train", "--data", tmp_path / "missing.npz"], "no such file"),
+                        (["--workers", "2"], "never fanned out")]:
         p = run_sweep(*args, "--out", tmp_path / "x")
         assert p.returncode != 0 and match in p.stderr, (args, p.stderr)
 
@@ -311,3 +312,19 @@ def test_an_interrupted_sweep_writes_what_it_measured(tmp_path):
     record = json.loads((out / "sweep.json").read_text())
     assert record["header"]["interrupted"].endswith("of 240 runs")
     assert len(record["runs"]) < 240 and len(rows(out / "runs.csv")) == len(record["runs"])
+
+
+def test_a_train_sweep_fanned_out_over_workers_equals_the_local_one(tmp_path):
+    """--workers 2 (mpi4py.futures, spawned): the same runs, merged into the same files; only
+    the seconds differ.  The runs are seeded, so every step count and B_simple agree."""
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed")
+    common = ("--mode", "train", "--batch-sizes", "16,128", "--lr-grid", "0.3,1", "--seeds", "2", "--target", "0.9",
+              "--max-epochs", "4", "--hidden", "32", "--micro-batch", "10")
+    assert run_sweep(*common, "--out", tmp_path / "local").returncode == 0
+    p = run_sweep(*common, "--workers", "2", "--out", tmp_path / "pool")
+    assert p.returncode == 0, p.stderr
+    local, pool = rows(tmp_path / "local" / "runs.csv"), rows(tmp_path / "pool" / "runs.csv")
+    timing = {"seconds", "seconds_run"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in local] == \
+           [{k: v for k, v in r.items() if k not in timing} for r in pool]
+    assert json.loads((tmp_path / "pool" / "sweep.json").read_text())["header"]["workers"] == 2

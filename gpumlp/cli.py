@@ -179,6 +179,8 @@ def _parallel():
     global _RANK
     job = mpi.from_environment()
     _RANK = 0 if job is None else job.rank
+    if job is not None:
+        job.use_local_gpu()              # P ranks on a P-GPU machine: one GPU each (if CuPy is there)
     return job
 
 

@@ -88,6 +88,25 @@ class DataParallel:
         values = self.comm.allgather(value)
         return all(v == values[0] for v in values)
 
+    def local_rank(self):
+        """This rank's number among the ranks on its machine."""
+        return self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+
+    def use_local_gpu(self):
+        """Make CuPy's current device the GPU of this rank's number on its machine (modulo the
+        GPUs there), so that P ranks on a P-GPU machine take one each.  Does nothing without
+        CuPy or a GPU; returns the device number or None."""
+        try:
+            import cupy
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception:                     # no CuPy, no driver: the ranks train on the CPU
+            return None
+        if count == 0:
+            return None
+        device = self.local_rank() % count
+        cupy.cuda.Device(device).use()
+        return device
+
     def __repr__(self):
         return f"DataParallel(rank={self.rank}, size={self.size})"
 

@@ -127,3 +127,36 @@ def test_a_one_rank_launch_is_warned_about(tmp_path):
     p = subprocess.run([mpiexec(), "-n", "1", sys.executable, "-m", "gpumlp", "train", "--device", "cpu", "--epochs",
                         "1", "--no-progress"], capture_output=True, text=True, env=job_env(1), cwd=ROOT, timeout=300)
     assert p.returncode == 0 and "started by an MPI launcher, but this process's MPI job has 1 rank" in p.stderr
+
+
+def test_a_killed_data_parallel_run_resumes_on_every_rank(tmp_path):
+    """Rank 0 writes the checkpoints; kill -9 the whole 2-rank job after its 3rd epoch
+    (checkpoint at 2), resume it on 2 ranks: the model of the uninterrupted 1-process run,
+    within 1e-9 in float64, and each epoch once in metrics.jsonl."""
+    import json
+    import signal
+    import time
+    args = ["train", "--device", "cpu", "--dtype", "float64", "--hidden", "512,512", "--batch-size", "8", "--lr",
+            "0.01", "--epochs", "5", "--checkpoint-every", "2", "--no-progress"]
+    one = subprocess.run([sys.executable, "-m", "gpumlp", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=job_env(1), cwd=ROOT, timeout=300)
+    assert one.returncode == 0, one.stderr
+    cut = tmp_path / "cut"
+    p = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "gpumlp", *args, "--out", str(cut)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=job_env(2), cwd=ROOT,
+                         start_new_session=True)
+    t0 = time.monotonic()
+    while not ((cut / "metrics.jsonl").exists() and len((cut / "metrics.jsonl").read_text().splitlines()) >= 3):
+        assert p.poll() is None and time.monotonic() - t0 < 120, "the job ended or stalled before the kill"
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    resumed = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "gpumlp", "train", "--resume",
+                              str(cut), "--no-progress"], capture_output=True, text=True, env=job_env(2), cwd=ROOT,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [json.loads(line)["epoch"] for line in (cut / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    with np.load(tmp_path / "one" / "model.npz") as a, np.load(cut / "model.npz") as b:
+        for k in a.files:
+            if k[0] in "Wb":
+                assert rel(b[k], a[k]) <= 1e-9, k

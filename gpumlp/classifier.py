@@ -27,6 +27,9 @@ class Classifier:
         classes = np.asarray(classes)
         if classes.ndim != 1 or len(classes) != net.sizes[-1]:
             raise ValueError(f"classes must name the model's {net.sizes[-1]} outputs; got {classes.shape}")
+        if len(classes) > 1 and not np.all(classes[:-1] < classes[1:]):
+            raise ValueError("classes must be sorted and distinct (output j names the j-th smallest label, "
+                             f"as np.unique gives them); got {classes.tolist()[:10]}")
         if scaler.mean.shape[0] != net.sizes[0]:
             raise ValueError(f"the scaler is for {scaler.mean.shape[0]} features; the model takes {net.sizes[0]}")
         self.net, self.scaler, self.classes, self.meta = net, scaler, classes, dict(meta or {})

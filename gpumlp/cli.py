@@ -5,6 +5,7 @@ failure during training (divergence, a device that is missing or fails), 130 an
 interrupt (Ctrl-C).
 """
 import argparse
+import csv
 import json
 import os
 import sys
@@ -20,11 +21,14 @@ from .losses import LOSSES
 from .model import MLP
 from .optim import SGD
 from .classifier import Classifier
+from .noise import NoiseScale
 from .train import OutOfDeviceMemory, TrainingDiverged, TrainState, fit
 
 SPLIT_SEED = 0
+SPLIT_VERSION = 2          # 2: the split depends only on the sample order and the seed (gpumlp 0.3)
 DEFAULT_LR = {name: entry.lr for name, entry in LOSSES.items()}    # tuned on the digits; see README
-RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.json", "metrics.jsonl")
+RUN_FILES = ("model.npz", "checkpoint.npz")       # what makes a folder hold a run
+OLD_FILES = ("metrics.json", "metrics.jsonl", "curves.png")   # replaced by a new run
 # the options a run is made of: a resumed run takes them from its checkpoint
 RUN_OPTIONS = ("data", "loss", "epochs", "batch_size", "lr", "momentum", "weight_decay", "hidden", "activation",
                "margin", "dtype", "seed", "test_fraction", "threads", "checkpoint_every", "noise_scale",
@@ -117,8 +121,8 @@ def _make_out_dir(path, force):
         raise ValueError(f"--out {path}: cannot create that folder ({e.strerror})") from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"--out {path}: the folder is not writable")
-    for f in held:                                  # --force: the old run's files go
-        os.unlink(os.path.join(path, f))
+    for f in held + [f for f in OLD_FILES if os.path.exists(os.path.join(path, f))]:
+        os.unlink(os.path.join(path, f))            # --force, or the traces of a run that saved nothing
 
 
 class _Run:
@@ -126,9 +130,9 @@ class _Run:
     goes, a checkpoint every K epochs and at the end (atomic, from a host snapshot taken
     at the epoch boundary), and on an interrupt the last completed epoch."""
 
-    def __init__(self, out, every, meta, extra):
-        self.out, self.every, self.meta, self.extra = out, every, meta, extra
-        self.snapshot = None                 # (epoch, params, optimizer state, TrainState json, history)
+    def __init__(self, out, every, meta, extra, noise=None):
+        self.out, self.every, self.meta, self.extra, self.noise = out, every, meta, extra, noise
+        self.snapshot = None                 # (epoch, params, optimizer state, TrainState, noise scale json)
         self.saved_epoch = None
         self.history = []
 
@@ -151,7 +155,7 @@ class _Run:
             f.flush()
             os.fsync(f.fileno())
         self.snapshot = (state.epoch, net.backend.to_numpy(net.params), optimizer.get_state(net),
-                         TrainState.from_json(state.to_json()))
+                         TrainState.from_json(state.to_json()), None if self.noise is None else self.noise.to_json())
         if self.every and state.epoch % self.every == 0:
             self.save_checkpoint(net)
 
@@ -159,10 +163,19 @@ class _Run:
         """The last epoch boundary's snapshot as DIR/checkpoint.npz (nothing to do if saved)."""
         if not self.out or self.snapshot is None or self.saved_epoch == self.snapshot[0]:
             return
-        epoch, params, opt_state, state = self.snapshot
-        meta = {**self.meta, "history": [h for h in self.history if h["epoch"] <= epoch]}
+        epoch, params, opt_state, state, noise = self.snapshot
+        meta = {**self.meta, "history": [h for h in self.history if h["epoch"] <= epoch], "noise_scale_state": noise}
         io.save_checkpoint(self.path("checkpoint.npz"), net, opt_state, state, meta, params=params, **self.extra)
         self.saved_epoch = epoch
+
+
+def _fits(Z, dtype):
+    """Scaled data must be finite in the model's dtype (a test value far outside the training
+    range can overflow float32 once scaled): checked before anything is written."""
+    limit = np.finfo(dtype).max
+    if not np.isfinite(Z).all() or (Z.size and np.abs(Z).max() >= limit):
+        raise ValueError(f"some test values lie so far outside the training data's range that, scaled, "
+                         f"they exceed what {dtype} holds (largest scaled value {np.abs(Z).max():.3g})")
 
 
 def _validate(a):
@@ -170,8 +183,14 @@ def _validate(a):
     get_activation(a.activation)                   # raises ValueError naming the choices
     if not 0 < a.test_fraction < 1:
         raise ValueError(f"--test-fraction must lie strictly between 0 and 1; got {a.test_fraction}")
-    if a.plot and not a.out:
-        raise ValueError("--plot draws DIR/curves.png: give --out DIR")
+    for flag, given in (("--plot", a.plot), ("--force", a.force), ("--checkpoint-every", a.checkpoint_every)):
+        if given and not a.out:
+            raise ValueError(f"{flag} is about the files of --out DIR: give --out DIR")
+    if a.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
 
 
 def _parallel():
@@ -199,13 +218,15 @@ def cmd_train(a, given):
                              "classification needs at least 2")
         Xtr, ytr, Xte, yte = _split(X, idx, a.test_fraction)
         scaler = data.Standardizer.fit(Xtr)
+        _fits(scaler(Xte), a.dtype)
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
     if a.out and _RANK == 0:
         _make_out_dir(a.out, a.force)            # fail before training, not after
     n_threads = a.threads or threads.auto_threads(net.sizes, a.batch_size)
     meta = {"loss": a.loss, "margin": a.margin, "data": source, "data_sha256": data.fingerprint(X, y),
-            "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED, "blas_threads": n_threads,
+            "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED, "split_version": SPLIT_VERSION,
+            "blas_threads": n_threads,
             "args": {k: getattr(a, k) for k in RUN_OPTIONS}}
     extra = {"x_mean": scaler.mean, "x_scale": scaler.scale, "classes": classes}
     optimizer = SGD(a.lr, a.momentum, a.weight_decay, a.clip_grad_norm)
@@ -222,22 +243,16 @@ def _resume(a, given, job=None):
     if not os.path.exists(path):
         raise ValueError(f"--resume {a.resume}: there is no checkpoint.npz there (a run saves one with --out)")
     ck = io.load_checkpoint(path, device=a.device)
-    meta = {k: v for k, v in ck.meta.items() if k != "history"}
-    try:
-        for k, v in meta["args"].items():
-            setattr(a, k, v)
-        history = list(ck.meta.get("history", []))
-        missing = {"x_mean", "x_scale", "classes"} - set(ck.arrays)
-    except (KeyError, AttributeError, TypeError) as e:
-        raise ValueError(f"{path} is damaged: its run settings cannot be read ({e})") from None
-    if missing:
-        raise ValueError(f"{path} is damaged: it lacks {sorted(missing)}")
-    X, y, source = _load(None if meta.get("data") == "digits" else meta.get("data"))
-    if data.fingerprint(X, y) != meta.get("data_sha256"):
+    meta, history, noise = _checked_meta(path, ck)
+    for k, v in meta["args"].items():
+        setattr(a, k, v)
+    X, y, source = _load(None if meta["data"] == "digits" else meta["data"])
+    if data.fingerprint(X, y) != meta["data_sha256"]:
         raise ValueError(f"{source} has changed since the checkpoint in {a.resume} was written: "
                          "a resumed run must see the same data")
-    idx, _ = data.encode_labels(y, ck.arrays["classes"])
-    Xtr, ytr, Xte, yte = _split(X, idx, meta["test_fraction"])
+    with _About(source):
+        idx, _ = data.encode_labels(y, ck.arrays["classes"])
+        Xtr, ytr, Xte, yte = _split(X, idx, meta["test_fraction"])
     scaler = data.Standardizer(ck.arrays["x_mean"], ck.arrays["x_scale"])
     optimizer = SGD(a.lr, a.momentum, a.weight_decay, a.clip_grad_norm)
     try:
@@ -247,37 +262,87 @@ def _resume(a, given, job=None):
     a.out, a.threads = a.resume, meta["blas_threads"]        # the same BLAS threads: the same bits
     _say(f"gpumlp: resuming {a.resume} after epoch {ck.state.epoch} of {a.epochs}", flush=True)
     return _train(a, ck.net, optimizer, ck.state, scaler, (Xtr, ytr, Xte, yte), meta, ck.arrays, history, source,
-                  job)
+                  job, noise)
+
+
+def _checked_meta(path, ck):
+    """A checkpoint's run record, checked key by key: (meta, history, noise scale or None).
+    Anything missing or of the wrong type is the file's damage, named as such."""
+    m = ck.meta
+
+    def need(ok, what):
+        if not ok:
+            raise ValueError(f"{path} is damaged: {what}")
+    need(m.get("split_version") == SPLIT_VERSION,
+         "it was written by an older gpumlp whose held-out split differs (or its split version is missing); "
+         "start the run again")
+    args = m.get("args")
+    need(isinstance(args, dict) and set(RUN_OPTIONS) <= set(args), "its run settings are incomplete")
+    need(isinstance(m.get("data"), str) and isinstance(m.get("data_sha256"), str), "it does not record its data")
+    need(isinstance(m.get("test_fraction"), float) and 0 < m["test_fraction"] < 1, "its test fraction is invalid")
+    need(isinstance(m.get("blas_threads"), int) and m["blas_threads"] >= 1, "its BLAS thread count is invalid")
+    history = m.get("history")
+    need(isinstance(history, list) and all(isinstance(h, dict) and isinstance(h.get("epoch"), int)
+                                           and "loss" in h and "test_accuracy" in h for h in history),
+         "its history is invalid")
+    need([h["epoch"] for h in history] == list(range(1, ck.state.epoch + 1)), "its history does not match its epoch")
+    missing = {"x_mean", "x_scale", "classes"} - set(ck.arrays)
+    need(not missing, f"it lacks {sorted(missing)}")
+    noise = None
+    if args["noise_scale"]:
+        try:
+            noise = NoiseScale.from_json(m.get("noise_scale_state") or {})
+        except ValueError as e:
+            need(False, str(e))
+    meta = {k: v for k, v in m.items() if k not in ("history", "noise_scale_state")}
+    return meta, history, noise
 
 
 def _say(*args, **kwargs):
-    """print, on rank 0 of an MPI job (or in a plain run) only."""
-    if _RANK == 0:
+    """print, on rank 0 of an MPI job (or in a plain run) only.  When the reader of stdout
+    has gone (`gpumlp train | head`), training goes on quietly and still saves its files."""
+    if _RANK != 0:
+        return
+    try:
         print(*args, **kwargs)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout():
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 _RANK = 0
 
 
-def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source, parallel=None):
+def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source, parallel=None, noise=None):
     Xtr, ytr, Xte, yte = split
     n_threads = meta["blas_threads"]
     if parallel is not None and not parallel.agree((meta["data_sha256"], json.dumps(meta["args"], sort_keys=True))):
         raise ValueError("the ranks of this MPI job do not train the same data with the same settings")
+    if a.noise_scale and noise is None:
+        noise = NoiseScale(population=Xtr.shape[1])
     ranks = f", {parallel.size} MPI ranks" if parallel is not None else ""
     _say(f"gpumlp: {net} on {source}: {Xtr.shape[1]} training, {Xte.shape[1]} test samples, "
          f"loss {a.loss}, batch {a.batch_size}, lr {a.lr}, {n_threads} BLAS thread(s){ranks}", flush=True)
-    run = _Run(a.out if _RANK == 0 else None, a.checkpoint_every, meta, extra)     # rank 0 alone writes
+    run = _Run(a.out if _RANK == 0 else None, a.checkpoint_every, meta, extra, noise)   # rank 0 alone writes
     run.start(history)
-    log = (print if a.no_progress or not sys.stdout.isatty() else None) if _RANK == 0 else None
+    log = (_say if a.no_progress or not sys.stdout.isatty() else None) if _RANK == 0 else None
     t0 = time.perf_counter()
     try:
         with threads.limit(n_threads):
             fit(net, scaler(Xtr), ytr, optimizer, loss=a.loss, margin=a.margin, epochs=a.epochs,
                 batch_size=a.batch_size, X_test=scaler(Xte), y_test=yte,
-                progress=not a.no_progress and _RANK == 0, log=log, noise_scale=a.noise_scale, state=state,
+                progress=not a.no_progress and _RANK == 0, log=log, noise_scale=noise or False, state=state,
                 on_epoch=lambda record, st: run.on_epoch(net, optimizer, record, st),
                 micro_batch=a.micro_batch, parallel=parallel)
+        seconds = time.perf_counter() - t0
+        run.save_checkpoint(net)
+        if a.out and _RANK == 0:
+            _finish(a, run, net, meta, extra, seconds)
     except KeyboardInterrupt:
         run.save_checkpoint(net)
         done = run.snapshot[0] if run.snapshot else state.epoch
@@ -294,26 +359,31 @@ def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source
             raise type(e)(f"{e}; the last good epoch, {run.saved_epoch}, is saved in "
                           f"{run.path('checkpoint.npz')}") from None
         raise
-    seconds = time.perf_counter() - t0
-    run.save_checkpoint(net)
     final = run.history[-1]
     _say(f"test accuracy {final['test_accuracy']:.4f}  test loss {final['test_loss']:.4f}  "
-          f"({seconds:.1f} s, device {net.backend.name})")
+         f"({seconds:.1f} s, device {net.backend.name})")
     if a.noise_scale:
         fmt = lambda v: "not resolved" if v is None else f"{v:.0f}"   # noqa: E731
         _say(f"gradient noise scale B_simple: {fmt(final['b_simple'])} at the end (moving average), "
-              f"{fmt(final['b_simple_start'])} in the first epoch, {fmt(final['b_simple_mean'])} over the run")
+             f"{fmt(final['b_simple_start'])} in the first epoch, {fmt(final['b_simple_mean'])} over the run")
     if a.out and _RANK == 0:
-        model_meta = {k: v for k, v in meta.items() if k != "args"}
-        io.save(run.path("model.npz"), net, model_meta, **{k: extra[k] for k in ("x_mean", "x_scale", "classes")})
-        metrics = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-                   "train_seconds": seconds, "device": net.backend.name, "history": run.history,
-                   "args": meta["args"], **model_meta}
-        io.atomic_write(run.path("metrics.json"), lambda f: json.dump(metrics, f, indent=2), mode="w")
-        print(f"wrote {run.path('model.npz')}, {run.path('checkpoint.npz')} and {run.path('metrics.json')}")
-        if a.plot:
-            _draw(a.out, run.history)
+        _say(f"wrote {run.path('model.npz')}, {run.path('checkpoint.npz')} and {run.path('metrics.json')}"
+             + (f" and {run.path('curves.png')}" if a.plot else ""))
     return 0
+
+
+def _finish(a, run, net, meta, extra, seconds):
+    """A finished run's files: model.npz, metrics.json and, with --plot, curves.png."""
+    final = run.history[-1]
+    model_meta = {k: v for k, v in meta.items() if k != "args"}
+    io.save(run.path("model.npz"), net, model_meta, **{k: extra[k] for k in ("x_mean", "x_scale", "classes")})
+    metrics = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+               "train_seconds": seconds, "device": net.backend.name, "history": run.history,
+               "args": meta["args"], **model_meta}
+    io.atomic_write(run.path("metrics.json"), lambda f: json.dump(metrics, f, indent=2), mode="w")
+    if a.plot:
+        from .plot import learning_curves
+        learning_curves(run.history, run.path("curves.png"), title=f"gpumlp run {os.path.abspath(a.out)}")
 
 
 def _draw(folder, history):
@@ -333,7 +403,11 @@ def _history(folder):
             with open(path) as f:
                 if name == "metrics.json":
                     return json.load(f)["history"]
-                return [json.loads(line) for line in f if line.strip()]
+                lines = [line for line in f if line.strip()]
+                try:
+                    return [json.loads(line) for line in lines]
+                except ValueError:               # a run killed mid-write: its last line may be torn
+                    return [json.loads(line) for line in lines[:-1]]
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path} is damaged: {e}") from None
     raise ValueError(f"{folder} holds no metrics.json or metrics.jsonl (a run writes them with --out)")
@@ -347,6 +421,8 @@ def cmd_plot(a, given):
 
 
 def cmd_predict(a, given):
+    if a.out and (os.path.isdir(a.out) or not os.path.isdir(os.path.dirname(os.path.abspath(a.out)))):
+        raise ValueError(f"--out {a.out}: give a file in an existing folder")
     clf = Classifier.load(a.model, device=a.device)
     X, _ = data.load_npz(a.data, labels=False)
     d0 = clf.net.sizes[0]
@@ -356,8 +432,11 @@ def cmd_predict(a, given):
     with _About(os.path.abspath(a.data)):
         labels = clf.predict(X)
     if a.out:
-        text = "sample,label\n" + "".join(f"{n},{label}\n" for n, label in enumerate(labels.tolist()))
-        io.atomic_write(a.out, lambda f: f.write(text), mode="w")
+        def write(f):
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["sample", "label"])
+            w.writerows(enumerate(labels.tolist()))
+        io.atomic_write(a.out, write, mode="w")
         print(f"wrote {len(labels)} predictions to {a.out}")
     else:
         sys.stdout.write("".join(f"{label}\n" for label in labels.tolist()))
@@ -376,6 +455,9 @@ def cmd_evaluate(a, given):
     if X.shape[0] != clf.net.sizes[0]:
         raise ValueError(f"{source} has {X.shape[0]} features (rows of X); the model in {path} takes "
                          f"{clf.net.sizes[0]}")
+    if a.split == "test" and meta.get("split_version") != SPLIT_VERSION:
+        raise ValueError(f"{path} was written by an older gpumlp whose held-out split differs, so the 'test' "
+                         "split would not be its held-out samples; score it with --split all")
     if a.split == "test" and meta.get("data_sha256") != data.fingerprint(X, y):
         raise ValueError(f"{source} is not the data this model was trained on, so its 'test' split "
                          "would not be the held-out samples (it could hold training samples); "
@@ -409,11 +491,11 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def parser():
     fmt = _Help
     p = argparse.ArgumentParser(prog="gpumlp", description=__doc__.split("\n\n")[0].rstrip(".") + ".",
-                                formatter_class=fmt)
+                                formatter_class=fmt, allow_abbrev=False)
     p.add_argument("--version", action="version", version=f"gpumlp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an MLP classifier (default: the embedded digits)", formatter_class=fmt,
+    t = sub.add_parser("train", allow_abbrev=False, help="train an MLP classifier (default: the embedded digits)", formatter_class=fmt,
                        description="Train an MLP classifier on the embedded digits or on your own data.")
     t.add_argument("--data", metavar="FILE.npz",
                    help="your own data: X (d0 × N, one sample per column) and y (N labels); default: the digits")
@@ -454,7 +536,7 @@ def parser():
     t.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="score a model written by 'gpumlp train --out'", formatter_class=fmt,
+    e = sub.add_parser("evaluate", allow_abbrev=False, help="score a model written by 'gpumlp train --out'", formatter_class=fmt,
                        description="Score a model written by 'gpumlp train --out'.")
     e.add_argument("model", help="DIR (from --out) or DIR/model.npz")
     e.add_argument("--data", metavar="FILE.npz", help="data to score on (default: the data it was trained on)")
@@ -464,7 +546,7 @@ def parser():
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="predict the labels of new data with a model from 'gpumlp train --out'",
+    r = sub.add_parser("predict", allow_abbrev=False, help="predict the labels of new data with a model from 'gpumlp train --out'",
                        formatter_class=fmt, description="Predict labels with a model written by 'gpumlp train "
                        "--out': its own scaling and class names are applied; the data needs no labels.")
     r.add_argument("model", help="DIR (from --out) or DIR/model.npz")
@@ -473,7 +555,7 @@ def parser():
     r.add_argument("--device", default=None, help="auto, cpu or gpu (default: $GPUMLP_DEVICE, else auto)")
     r.set_defaults(func=cmd_predict)
 
-    g = sub.add_parser("plot", help="draw a run's loss and accuracy curves to DIR/curves.png", formatter_class=fmt,
+    g = sub.add_parser("plot", allow_abbrev=False, help="draw a run's loss and accuracy curves to DIR/curves.png", formatter_class=fmt,
                        description="Draw the loss and accuracy curves of a run (train and test) to DIR/curves.png "
                        "(needs matplotlib: pip install 'gpumlp[plot]').")
     g.add_argument("run", metavar="DIR", help="a folder written by 'gpumlp train --out'")
@@ -506,6 +588,9 @@ def main(argv=None):
         print("gpumlp: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:                # `gpumlp example | head`: the reader has gone
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 0
+    except OSError as e:                   # a full disk, a folder that went away, ...
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"gpumlp: error: cannot read or write{where}: {e.strerror or e}", file=sys.stderr)
+        return 1

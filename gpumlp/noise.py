@@ -104,6 +104,22 @@ class NoiseScale:
         self.steps += len(trace)
         return self
 
+    def to_json(self):
+        """The estimator's whole state, for a checkpoint (a resumed run goes on averaging)."""
+        return {"population": self.population, "decay": self.decay, "start_samples": self.start_samples,
+                "steps": self.steps, "samples": self.samples, "ema": list(self._ema), "weight": self._weight,
+                "sum": list(self._sum), "start": list(self._start)}
+
+    @classmethod
+    def from_json(cls, d):
+        try:
+            ns = cls(population=d["population"], decay=d["decay"], start_samples=d["start_samples"])
+            ns.steps, ns.samples, ns._weight = int(d["steps"]), int(d["samples"]), float(d["weight"])
+            ns._ema, ns._sum, ns._start = ([float(v) for v in d[k]][:2] for k in ("ema", "sum", "start"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"the noise scale's state is damaged ({type(e).__name__}: {e})") from None
+        return ns
+
     @property
     def trace(self):
         """tr(Σ): the exponential moving average (None before any batch)."""

@@ -146,7 +146,10 @@ class _MLPAdapter(BaseEstimator):
                              f"relu or gpumlp's {', '.join(sorted(ACTIVATIONS))}; got {self.activation!r}")
         net = MLP([n_features, *hidden, n_classes], activation=activation, output="linear",
                   dtype=self.dtype, device=self.device, seed=seed)
-        lr = get_loss(self.loss).lr if _is_auto(self.learning_rate_init) else self.learning_rate_init
+        entry = get_loss(self.loss)
+        if entry.kind != ("targets" if isinstance(self, RegressorMixin) else "labels"):
+            raise ValueError(f"loss must be one of ce, hinge, mse for a classifier; got {self.loss!r}")
+        lr = entry.lr if _is_auto(self.learning_rate_init) else self.learning_rate_init
         return net, L2PenaltySGD(number(lr, "learning_rate_init", lambda v: v > 0, "a finite number > 0 or 'auto'"),
                                  momentum=self.momentum, alpha=self.alpha)
 

@@ -359,3 +359,132 @@ def test_mse_suggests_a_reshape_only_where_it_fits():
     assert "reshape" not in str(e.value)
     with pytest.raises(ValueError, match=r"T.reshape\(1, -1\)"):
         gpumlp.losses.mse(np.zeros((1, 4)), np.zeros(4))
+
+
+# -- found by review --------------------------------------------------------------------------------
+
+def _interrupt_at(monkeypatch, epoch_number):
+    import gpumlp.train as train
+    real = train._epoch
+
+    def epoch(net, data, kernel, margin, optimizer, rng, batch_size, n, *rest, **kw):
+        if n == epoch_number:
+            raise KeyboardInterrupt
+        return real(net, data, kernel, margin, optimizer, rng, batch_size, n, *rest, **kw)
+    monkeypatch.setattr(train, "_epoch", epoch)
+
+
+def test_a_resumed_noise_scale_run_reports_what_the_whole_run_does(tmp_path, capsys, monkeypatch):
+    args = ["train", "--device", "cpu", "--epochs", "4", "--checkpoint-every", "2", "--noise-scale", "--no-progress"]
+    assert cli.main([*args, "--out", str(tmp_path / "whole")]) == 0
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 4)
+        assert cli.main([*args, "--out", str(tmp_path / "cut")]) == 130
+    assert cli.main(["train", "--resume", str(tmp_path / "cut"), "--no-progress"]) == 0
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text())["history"] for d in ("whole", "cut"))
+    for key in ("loss", "b_simple", "b_simple_mean", "b_simple_start", "test_accuracy"):
+        assert [h[key] for h in a] == [h[key] for h in b], key
+
+
+def test_a_closed_pipe_during_training_still_saves_the_run(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.run(f"{sys.executable} -m gpumlp train --device cpu --epochs 5 --no-progress --out {out} | head -1",
+                       shell=True, capture_output=True, text=True)
+    assert p.stderr == "" and p.stdout.count("\n") == 1
+    assert (out / "model.npz").exists() and epochs_of(out) == [1, 2, 3, 4, 5]
+
+
+def test_write_failures_are_one_line(tmp_path, capsys, monkeypatch):
+    def full(path, write, mode="wb"):
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(io, "atomic_write", full)
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "cannot read or write" in err
+    monkeypatch.undo()
+    out = tmp_path / "ok"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    from gpumlp import data as datasets
+    X, y = datasets.load_digits()
+    np.savez(tmp_path / "x.npz", X=X[:, :5])
+    for target in (tmp_path / "missing" / "p.csv", tmp_path):
+        assert cli.main(["predict", str(out), "--data", str(tmp_path / "x.npz"), "--device", "cpu",
+                         "--out", str(target)]) == 2
+        assert "give a file in an existing folder" in capsys.readouterr().err
+
+
+def test_files_of_an_older_split_are_refused_where_it_matters(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    ck = io.load_checkpoint(out / "checkpoint.npz", device="cpu")
+    meta = {k: v for k, v in ck.meta.items() if k != "split_version"}
+    io.save_checkpoint(out / "checkpoint.npz", ck.net, ck.optimizer_state, ck.state, meta, **ck.arrays)
+    net, mmeta, arrays = io.load(out / "model.npz", device="cpu")
+    io.save(out / "model.npz", net, {k: v for k, v in mmeta.items() if k != "split_version"}, **arrays)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out)]) == 2
+    assert "older gpumlp whose held-out split differs" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(out), "--device", "cpu"]) == 2
+    assert "--split all" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(out), "--device", "cpu", "--split", "all"]) == 0
+
+
+@pytest.mark.parametrize("drop", ["test_fraction", "blas_threads", "args", "history", "data_sha256"])
+def test_a_checkpoint_with_incomplete_records_is_called_damaged(tmp_path, capsys, drop):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    ck = io.load_checkpoint(out / "checkpoint.npz", device="cpu")
+    meta = {k: v for k, v in ck.meta.items() if k != drop}
+    io.save_checkpoint(out / "checkpoint.npz", ck.net, ck.optimizer_state, ck.state, meta, **ck.arrays)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.npz is damaged" in err and err.count("\n") == 1
+
+
+def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, capsys):
+    from gpumlp import data as datasets
+    X, y = datasets.load_digits()
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    before = (out / "model.npz").read_bytes()
+    X = X.copy()
+    test = datasets.split(datasets.encode_labels(y)[0], 0.2, 0)[1]
+    X[5, test[0]] = 1e40                         # one held-out value: scaled, past float32
+    np.savez(tmp_path / "odd.npz", X=X, y=y)
+    capsys.readouterr()
+    assert cli.main(["train", "--device", "cpu", "--data", str(tmp_path / "odd.npz"), "--force", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "odd.npz" in captured.err and "exceed what float32 holds" in captured.err and captured.out == ""
+    assert (out / "model.npz").read_bytes() == before
+
+
+def test_abbreviated_options_are_not_taken(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--resume", str(out), "--epoch", "50"])
+    assert e.value.code == 2
+
+
+def test_a_run_that_saved_nothing_does_not_block_the_folder(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        assert cli.main(["train", "--device", "cpu", "--epochs", "3", "--no-progress", "--out", str(out)]) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    for flag in (["--force"], ["--checkpoint-every", "2"], ["--plot"]):
+        assert cli.main(["train", "--device", "cpu", *flag]) == 2
+        assert "give --out DIR" in capsys.readouterr().err
+
+
+def test_plot_reads_a_run_whose_last_line_was_torn(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "3", "--no-progress", "--out", str(out)]) == 0
+    (out / "metrics.json").unlink()
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 4, "lo')                       # killed mid-write
+    assert cli.main(["plot", str(out)]) == 0

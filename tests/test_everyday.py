@@ -155,3 +155,30 @@ def test_the_public_api_is_exported():
     for name in ("MLP", "SGD", "fit", "evaluate", "Classifier", "TrainState", "Standardizer", "save", "load",
                  "losses", "noise", "to_numpy", "get_backend", "DeviceUnavailableError", "TrainingDiverged"):
         assert hasattr(gpumlp, name) and name in gpumlp.__all__, name
+
+
+def test_labels_with_commas_survive_the_csv_and_classes_must_be_sorted(tmp_path):
+    import csv
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 80)
+    X = (np.array([[0.0, 0.0], [4.0, 4.0]])[y] + rng.standard_normal((80, 2))).T
+    names = np.array(["cat, small", 'dog "big"'])[y]
+    np.savez(tmp_path / "d.npz", X=X, y=names)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--data", str(tmp_path / "d.npz"), "--epochs", "5",
+                     "--no-progress", "--out", str(out)]) == 0
+    assert cli.main(["predict", str(out), "--data", str(tmp_path / "d.npz"), "--device", "cpu",
+                     "--out", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["sample", "label"] and {r[1] for r in rows[1:]} <= set(names)
+    clf = Classifier.load(out, device="cpu")
+    with pytest.raises(ValueError, match="sorted"):
+        Classifier(clf.net, clf.scaler, clf.classes[::-1])
+
+
+def test_the_sklearn_classifier_refuses_a_regression_loss():
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    from gpumlp.sklearn import MLPClassifier
+    with pytest.raises(ValueError, match="for a classifier"):
+        MLPClassifier(loss="squared_error", max_iter=1).fit(np.eye(4), [0, 1, 0, 1])

@@ -193,18 +193,19 @@ def _validate(a):
             raise ValueError("--plot needs matplotlib: pip install 'gpumlp[plot]'") from None
 
 
-def _parallel():
+def _parallel(device=None):
     """The MPI job this process belongs to (None without one), and its rank for printing."""
     global _RANK
-    job = mpi.from_environment()
+    global _JOB
+    job = _JOB = mpi.from_environment()
     _RANK = 0 if job is None else job.rank
-    if job is not None:
+    if job is not None and str(device or "").lower() != "cpu":
         job.use_local_gpu()              # P ranks on a P-GPU machine: one GPU each (if CuPy is there)
     return job
 
 
 def cmd_train(a, given):
-    job = _parallel()
+    job = _parallel(a.device)
     if a.resume:
         return _resume(a, given, job)
     _validate(a)
@@ -221,9 +222,21 @@ def cmd_train(a, given):
         _fits(scaler(Xte), a.dtype)
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
+    problem = None
     if a.out and _RANK == 0:
-        _make_out_dir(a.out, a.force)            # fail before training, not after
-    n_threads = a.threads or threads.auto_threads(net.sizes, a.batch_size)
+        try:
+            _make_out_dir(a.out, a.force)        # fail before training, not after
+        except ValueError as e:
+            problem = str(e)
+    if job is not None:
+        problem = job.comm.bcast(problem, root=0)    # every rank stops, not rank 0 alone
+    if problem:
+        raise ValueError(problem)
+    if job is None:
+        n_threads = a.threads or threads.auto_threads(net.sizes, a.batch_size)
+    else:                                        # the ranks on a machine share its CPUs
+        cpus = max(1, (os.cpu_count() or 1) // job.local_size)
+        n_threads = a.threads or threads.auto_threads(net.sizes, -(-a.batch_size // job.size), cpus=cpus)
     meta = {"loss": a.loss, "margin": a.margin, "data": source, "data_sha256": data.fingerprint(X, y),
             "test_fraction": a.test_fraction, "split_seed": SPLIT_SEED, "split_version": SPLIT_VERSION,
             "blas_threads": n_threads,
@@ -316,6 +329,7 @@ def _silence_stdout():
 
 
 _RANK = 0
+_JOB = None              # the MPI job of this process (None in a plain run)
 
 
 def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source, parallel=None, noise=None):
@@ -348,6 +362,8 @@ def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source
         done = run.snapshot[0] if run.snapshot else state.epoch
         if not a.out:
             how = "nothing was saved (no --out)"
+        elif run.out is None:                      # an MPI rank other than 0: rank 0 saves
+            how = f"rank 0 keeps {a.out}"
         elif os.path.exists(run.path("checkpoint.npz")):
             how = f"resume with: gpumlp train --resume {a.out}"
         else:
@@ -355,7 +371,7 @@ def _train(a, net, optimizer, state, scaler, split, meta, extra, history, source
         raise Interrupted(f"interrupted after epoch {done}; {how}") from None
     except (TrainingDiverged, OutOfDeviceMemory) as e:
         run.save_checkpoint(net)
-        if run.saved_epoch is not None:
+        if run.saved_epoch is not None and run.out is not None:
             raise type(e)(f"{e}; the last good epoch, {run.saved_epoch}, is saved in "
                           f"{run.path('checkpoint.npz')}") from None
         raise
@@ -593,4 +609,7 @@ def main(argv=None):
     except OSError as e:                   # a full disk, a folder that went away, ...
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         print(f"gpumlp: error: cannot read or write{where}: {e.strerror or e}", file=sys.stderr)
+        if _JOB is not None and _JOB.size > 1:   # rank 0 alone writes: the others would wait forever
+            sys.stderr.flush()
+            _JOB.comm.Abort(1)
         return 1

@@ -40,6 +40,9 @@ class DataParallel:
         self.MPI, self.comm = MPI, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._stage = None                       # host staging buffer for device arrays
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)   # collective: every rank, at once
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
 
     @property
     def is_root(self):
@@ -52,28 +55,31 @@ class DataParallel:
         lo = start + self.rank * q + min(self.rank, r)
         return lo, lo + q + (self.rank < r)
 
-    def _host(self, backend, a):
-        """``a`` itself on the host, or a staging buffer holding its values (a device array)."""
+    def _host(self, a):
+        """``a`` itself on the host, or a staging buffer (made once) holding a device array's
+        values: CuPy copies into it with ``get(out=...)``, allocating nothing per step."""
         if isinstance(a, np.ndarray):
             return a
-        if self._stage is None or self._stage.shape != tuple(a.shape) or self._stage.dtype != a.dtype:
+        if self._stage is None or self._stage.shape != tuple(a.shape) or self._stage.dtype != np.dtype(str(a.dtype)):
             self._stage = np.empty(tuple(a.shape), dtype=np.dtype(str(a.dtype)))
-        self._stage[...] = backend.to_numpy(a)
+        a.get(out=self._stage)
         return self._stage
+
+    def _back(self, a, host):
+        if host is not a:
+            a.set(host)
 
     def allreduce(self, backend, a):
         """a ← Σ_ranks a, in place (one Allreduce of the whole buffer)."""
-        host = self._host(backend, a)
+        host = self._host(a)
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-        if host is not a:
-            a[...] = backend.asarray(host, a.dtype, copy=False)
+        self._back(a, host)
 
     def broadcast(self, backend, a):
         """a ← rank 0's a, in place."""
-        host = self._host(backend, a)
+        host = self._host(a)
         self.comm.Bcast(host, root=0)
-        if host is not a:
-            a[...] = backend.asarray(host, a.dtype, copy=False)
+        self._back(a, host)
 
     def sum(self, values):
         """Σ_ranks of a host array (a new float64 or int64 array)."""
@@ -88,14 +94,11 @@ class DataParallel:
         values = self.comm.allgather(value)
         return all(v == values[0] for v in values)
 
-    def local_rank(self):
-        """This rank's number among the ranks on its machine."""
-        return self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
-
     def use_local_gpu(self):
         """Make CuPy's current device the GPU of this rank's number on its machine (modulo the
         GPUs there), so that P ranks on a P-GPU machine take one each.  Does nothing without
-        CuPy or a GPU; returns the device number or None."""
+        CuPy or a GPU (and calls no collective: safe when only some ranks have one); returns
+        the device number or None."""
         try:
             import cupy
             count = cupy.cuda.runtime.getDeviceCount()
@@ -103,7 +106,7 @@ class DataParallel:
             return None
         if count == 0:
             return None
-        device = self.local_rank() % count
+        device = self.local_rank % count
         cupy.cuda.Device(device).use()
         return device
 
@@ -132,8 +135,23 @@ def from_environment(warn=sys.stderr):
         return None
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
-        print("gpumlp: warning: started by an MPI launcher, but this process's MPI job has 1 rank: each "
-              "process trains alone. Use the mpiexec of the MPI library mpi4py was built with "
-              f"({MPI.Get_library_version().splitlines()[0].strip()})", file=warn)
+        started = _launcher_size()
+        library = MPI.Get_library_version().splitlines()[0].strip()
+        if started > 1:                       # P copies of a 1-rank job would each train and write alone
+            raise ValueError(f"an MPI launcher started {started} processes, but mpi4py sees a 1-rank job: its "
+                             f"mpiexec is not that of the MPI library mpi4py uses ({library}); use that one")
+        print("gpumlp: warning: started by an MPI launcher, but this process's MPI job has 1 rank: it trains "
+              f"alone. Use the mpiexec of the MPI library mpi4py was built with ({library})", file=warn)
         return None
     return DataParallel(comm)
+
+
+def _launcher_size(environ=None):
+    """The number of processes the launcher says it started (0 when it does not say)."""
+    environ = os.environ if environ is None else environ
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "PMIX_SIZE"):
+        try:
+            return int(environ[name])
+        except (KeyError, ValueError):
+            continue
+    return 0

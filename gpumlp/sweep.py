@@ -95,9 +95,9 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     records = _StepRecords(net, -(-N // batch_size)) if noise_scale else None
     noise = NoiseScale(population=N) if noise_scale else None
     rng = np.random.default_rng(seed)
-    init = _noise_at_init(net, train, kernel, margin, batch_size, records, seed) if noise_scale else None
     micro = None if micro_batch is None else positive_int(micro_batch, "micro_batch")
     plan = _Plan(net, micro, None) if micro is not None and micro < batch_size else None
+    init = _noise_at_init(net, train, kernel, margin, batch_size, records, seed, plan) if noise_scale else None
     run = _Run(net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples, target, records,
                noise, plan)
     try:
@@ -119,7 +119,7 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     return out
 
 
-def _noise_at_init(net, train, kernel, margin, batch_size, records, seed):
+def _noise_at_init(net, train, kernel, margin, batch_size, records, seed, plan=None):
     """B_simple at the starting parameters: one pass over the data in batches of
     ``batch_size``, forward and backward without updates (not counted as training).
     Its order comes from its own generator, so the run's batches are unchanged."""
@@ -129,6 +129,9 @@ def _noise_at_init(net, train, kernel, margin, batch_size, records, seed):
     starts = range(0, N, batch_size)
     for i, s in enumerate(starts):
         e = min(s + batch_size, N)
+        if plan is not None:                          # in the run's micro-batches, without updates
+            plan.step(net, train, s, e, kernel, margin, None, records, i)
+            continue
         _forward_loss(net, train.XTe[s:e, :].T, train.ye[s:e], kernel, margin, 1.0 / (e - s),
                       train.loss[s:e], train.hit[s:e])
         net._backward()

@@ -257,7 +257,9 @@ class _Plan:
         self.acc = net.backend.zeros(tuple(net.grads.shape), net.grads.dtype) if micro else None
 
     def step(self, net, data, s, e, kernel, margin, optimizer, records, i):
+        """One step on the batch [s, e) (``optimizer`` None: the gradients only, no update)."""
         xp, inv = net.xp, 1.0 / (e - s)
+        net._inv_batch = inv                           # also on a rank whose share is empty
         lo, hi = (s, e) if self.parallel is None else self.parallel.shard(s, e)
         size = self.micro or max(hi - lo, 1)
         chunks = range(lo, hi, size)
@@ -283,7 +285,8 @@ class _Plan:
             self.parallel.allreduce(net.backend, net.grads)
         if records is not None:
             records.record_grad(net, i)
-        optimizer._update(net)
+        if optimizer is not None:
+            optimizer._update(net)
 
 
 def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, test, noise=None, first_step=None,

@@ -300,7 +300,7 @@ def train_sweep(ctx, a):
     try:
         if a.workers:
             header["workers"] = a.workers
-            runs = fan_out(specs, a.workers)
+            runs = fan_out(specs, a.workers, runs)
         else:
             for spec in tqdm(specs, desc="runs", unit="run", leave=False, disable=None):
                 runs.append(run_job(spec))
@@ -343,16 +343,29 @@ def train_sweep(ctx, a):
     return {"mode": "train", "header": header, "sizes": sizes, "model": model, "table": table, "runs": runs}
 
 
-def fan_out(specs, workers):
+def fan_out(specs, workers, runs):
     """The runs on ``workers`` processes of mpi4py.futures (spawned here, or the workers of
-    `mpiexec -n W+1 python -m mpi4py.futures ...`), in the order of ``specs``."""
+    `mpiexec -n W+1 python -m mpi4py.futures ...`), in the order of ``specs``.  On an
+    interrupt the finished runs are left in ``runs`` (in that order) and the rest dropped."""
     try:
         from mpi4py.futures import MPIPoolExecutor
     except ImportError as e:
         sys.exit(f"sweep: --workers needs mpi4py ({e}); pip install 'gpumlp[mpi]'")
+    from concurrent.futures import as_completed
+
     from gpumlp.sweep import run_job
-    with MPIPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(run_job, specs))
+    pool = MPIPoolExecutor(max_workers=workers)
+    futures = {pool.submit(run_job, spec): i for i, spec in enumerate(specs)}
+    done = {}
+    try:
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+    except KeyboardInterrupt:             # keep the finished runs, drop the queued ones
+        pool.shutdown(wait=False, cancel_futures=True)
+        runs[:] = [done[i] for i in sorted(done)]
+        raise
+    pool.shutdown()
+    return [done[i] for i in range(len(specs))]
 
 
 def summarize(a, runs, seeds):

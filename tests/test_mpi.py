@@ -91,3 +91,22 @@ def test_the_noise_scale_uses_the_global_batch():
                 noise_scale=True)
         b.append(h[-1]["b_simple_mean"])
     assert b[0] == pytest.approx(b[1], rel=1e-9)
+
+
+def test_ranks_with_an_empty_share_apply_the_same_penalty():
+    """N = 13 in batches of 4: the last batch has 1 column, so some ranks hold none.  An
+    optimizer that scales by the batch (scikit-learn's alpha) must see the whole batch's N
+    there too: ranks identical, and equal to one process."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    from gpumlp.sklearn import L2PenaltySGD
+    job = DataParallel(COMM)
+    sizes, X, y = problem(n=13)
+    out = []
+    for parallel in (job, None):
+        net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=0)
+        fit(net, X, y, L2PenaltySGD(0.1, momentum=0.9, alpha=1.0), epochs=3, batch_size=4, seed=2, progress=False,
+            parallel=parallel)
+        out.append(gpumlp.to_numpy(net.params))
+    everyone = COMM.allgather(out[0].tobytes())
+    assert all(b == everyone[0] for b in everyone)
+    assert np.max(np.abs(out[0] - out[1])) <= 1e-10 * np.max(np.abs(out[1]))

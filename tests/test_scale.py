@@ -100,7 +100,7 @@ def test_the_data_parallel_tests_pass_in_a_real_mpi_job(ranks):
            os.path.join(ROOT, "tests", "test_mpi.py")]
     p = subprocess.run(cmd, capture_output=True, text=True, env=job_env(ranks), cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert p.stdout.count("5 passed") == ranks, p.stdout[-2000:]
+    assert p.stdout.count("6 passed") == ranks, p.stdout[-2000:]
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
@@ -160,3 +160,30 @@ def test_a_killed_data_parallel_run_resumes_on_every_rank(tmp_path):
         for k in a.files:
             if k[0] in "Wb":
                 assert rel(b[k], a[k]) <= 1e-9, k
+
+
+def test_an_error_rank_0_alone_sees_stops_every_rank(tmp_path):
+    """--out holding another run is checked on rank 0; every rank must stop (no hang)."""
+    out = tmp_path / "run"
+    args = ["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]
+    assert subprocess.run([sys.executable, "-m", "gpumlp", *args], capture_output=True, env=job_env(1),
+                          cwd=ROOT, timeout=300).returncode == 0
+    p = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "gpumlp", *args], capture_output=True, text=True,
+                       env={**job_env(2), "MPIEXEC_TIMEOUT": "60"}, cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and "already holds a run" in p.stderr
+
+
+def test_a_launcher_of_another_mpi_is_refused(monkeypatch):
+    """P copies of a 1-rank job would each train and write alone: refused; a genuine 1-rank
+    launch is only warned about."""
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed")
+    import io as textio
+
+    from gpumlp import parallel
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    with pytest.raises(ValueError, match="started 2 processes, but mpi4py sees a 1-rank job"):
+        parallel.from_environment()
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS")
+    monkeypatch.setenv("PMI_SIZE", "1")
+    err = textio.StringIO()
+    assert parallel.from_environment(warn=err) is None and "has 1 rank" in err.getvalue()

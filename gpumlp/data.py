@@ -4,7 +4,6 @@ Everything here returns gpumlp's layout: X is d0 × N (one sample per column),
 y holds N integer class indices.
 """
 import hashlib
-import os
 from importlib import resources
 
 import numpy as np
@@ -30,33 +29,15 @@ def load_npz(path, labels=True):
     number of labels, or (without labels) when it does not fit the model; a square X
     (N = d0) cannot be told from the right layout and is taken as d0 × N.
     """
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a folder, not a .npz file")
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: there is no such file")
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):       # a zip (the second: an empty one)
-                raise ValueError(f"cannot read {path} as a .npz file: it is not a zip archive "
-                                 "(write it with numpy.savez)")
-        with np.load(path, allow_pickle=False) as z:
-            missing = ({"X", "y"} if labels else {"X"}) - set(z.files)
-            if missing:
-                raise ValueError(f"{path} must hold arrays named 'X' (d0 × N)" + (" and 'y' (N labels)" if labels else "")
-                                 + f"; missing {sorted(missing)}, found {sorted(z.files)}")
-            X = z["X"]
-            y = z["y"] if "y" in z.files else None
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise ValueError(f"{path} holds object arrays, which gpumlp does not load (no pickle); "
-                             "save X as a float array and y as an integer or string array") from None
-        if str(e).startswith(str(path)) or str(e).startswith("cannot read"):
-            raise
-        raise ValueError(f"{path} is damaged, it cannot be read as a .npz file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
-    except Exception as e:          # a damaged file: BadZipFile, zlib.error, EOFError, MemoryError, ...
-        raise ValueError(f"{path} is damaged, it cannot be read as a .npz file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    from .io import read_npz
+
+    def take(z):
+        missing = ({"X", "y"} if labels else {"X"}) - set(z.files)
+        if missing:
+            raise ValueError(f"{path} must hold arrays named 'X' (d0 × N)" + (" and 'y' (N labels)" if labels else "")
+                             + f"; missing {sorted(missing)}, found {sorted(z.files)}")
+        return z["X"], (z["y"] if "y" in z.files else None)
+    X, y = read_npz(path, ".npz file", take)
     if X.ndim != 2:
         raise ValueError(f"X in {path} must be 2-D (d0 × N); got shape {X.shape}")
     if y is not None and y.ndim != 1:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .model import MLP
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "atomic_write", "Checkpoint"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "atomic_write", "read_npz", "Checkpoint"]
 
 FORMAT = "gpumlp-mlp/1"
 CHECKPOINT_FORMAT = "gpumlp-checkpoint/1"
@@ -87,32 +87,51 @@ def _add_arrays(payload, arrays):
     payload.update({k: np.asarray(v) for k, v in arrays.items()})
 
 
-def _read(path, what, expected_format):
-    """All arrays of the .npz at ``path`` as host arrays, after checking its format."""
+def read_npz(path, what, take=None):
+    """What ``take(z)`` returns from the open .npz at ``path`` (by default all its arrays, on the
+    host), read without pickle.  Every way the file can be wrong becomes one ValueError that
+    names it: a folder, a missing file, not a zip archive, object arrays, or damage
+    (truncated, bit-flipped: BadZipFile, zlib.error, NotImplementedError, MemoryError, ...).
+    ``what`` names the kind of file in those messages; ``take`` may raise a ValueError of
+    its own, starting with the path, which is passed on."""
+    path = str(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a {what}")
     try:
         with open(path, "rb") as f:
             head = f.read(4)
+    except FileNotFoundError:
+        raise ValueError(f"cannot read {path}: there is no such file") from None
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None
-    if head != b"PK\x03\x04":
-        raise ValueError(f"{path} is not a {what}: it is not a .npz (zip) file"
-                         + (" (it is empty)" if not head else ""))
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):                 # a zip (the second: an empty one)
+        raise ValueError(f"cannot read {path} as a {what}: it is not a .npz file (not a zip archive; write it "
+                         "with numpy.savez)" + (" (it is empty)" if not head else ""))
     try:
         with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            if "format" not in files:
-                raise ValueError(f"{path} is not a {what} (it has no 'format' entry)")
-            found = str(z["format"])
-            if found != expected_format:
-                raise ValueError(f"{path} is not a {what} of this version: its format is {found!r}, "
-                                 f"this gpumlp reads {expected_format!r}")
-            return {k: z[k] for k in z.files}
+            return take(z) if take is not None else {k: z[k] for k in z.files}
     except ValueError as e:
-        if str(e).startswith(str(path)):
+        if "pickle" in str(e):
+            raise ValueError(f"{path} holds object arrays, which gpumlp does not load (no pickle); "
+                             "save numbers as float arrays and labels as integer or string arrays") from None
+        if str(e).startswith(path):
             raise
         raise ValueError(f"{path} is damaged, it cannot be read as a {what} ({_why(e)})") from None
     except _READ_ERRORS as e:
         raise ValueError(f"{path} is damaged, it cannot be read as a {what} ({_why(e)})") from None
+
+
+def _read(path, what, expected_format):
+    """All arrays of the .npz at ``path`` as host arrays, after checking its format."""
+    def take(z):
+        if "format" not in z.files:
+            raise ValueError(f"{path} is not a {what} (it has no 'format' entry)")
+        found = str(z["format"])
+        if found != expected_format:
+            raise ValueError(f"{path} is not a {what} of this version: its format is {found!r}, "
+                             f"this gpumlp reads {expected_format!r}")
+        return {k: z[k] for k in z.files}
+    return read_npz(path, what, take)
 
 
 def _why(e):

@@ -224,6 +224,11 @@ def _sample_sq_twin(xp, D, Z, bias, first, out, tmp, dn, zn):
     t = tmp[:Z.shape[0], :]
     xp.multiply(Z, Z, out=t)
     xp.sum(t, axis=0, out=zn)
+    _sample_sq_combine(xp, bias, first, out, dn, zn)
+
+
+def _sample_sq_combine(xp, bias, first, out, dn, zn):
+    """out (+)= dn ⊙ (zn + bias), from the column sums of squares dn of Δ and zn of Z."""
     if bias:
         xp.add(zn, 1.0, out=zn)
     if first:
@@ -238,13 +243,7 @@ def _sample_sq_host(D, Z, bias, first, out, tmp, dn, zn):
     and Z_0 (an F-contiguous view of the data) read in place."""
     np.einsum("ij,ij->j", D, D, out=dn)
     np.einsum("ij,ij->j", Z, Z, out=zn)
-    if bias:
-        np.add(zn, 1.0, out=zn)
-    if first:
-        np.multiply(dn, zn, out=out)
-    else:
-        np.multiply(dn, zn, out=dn)
-        np.add(out, dn, out=out)
+    _sample_sq_combine(np, bias, first, out, dn, zn)
 
 
 # -- CUDA -------------------------------------------------------------------------------

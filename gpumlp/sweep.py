@@ -23,7 +23,7 @@ from ._checks import number, positive_int
 from .losses import check_margin, get_loss
 from .noise import NoiseScale, _StepRecords
 from .optim import SGD
-from .train import _Data, _forward_loss, _Plan, _score, _step
+from .train import _Data, _Plan, _score, _step
 
 __all__ = ["LR_SCALINGS", "scaled_lr", "warmup_factor", "train_to_target", "fit_critical_batch", "load_split",
            "run_job"]
@@ -127,15 +127,9 @@ def _noise_at_init(net, train, kernel, margin, batch_size, records, seed, plan=N
     order = np.random.default_rng([seed, 1]).permutation(N)
     train.shuffle(backend, backend.asarray(order, backend.dtype("int64")))
     starts = range(0, N, batch_size)
+    plan = plan or _Plan(net, None, None)             # the run's micro-batches, or whole batches
     for i, s in enumerate(starts):
-        e = min(s + batch_size, N)
-        if plan is not None:                          # in the run's micro-batches, without updates
-            plan.step(net, train, s, e, kernel, margin, None, records, i)
-            continue
-        _forward_loss(net, train.XTe[s:e, :].T, train.ye[s:e], kernel, margin, 1.0 / (e - s),
-                      train.loss[s:e], train.hit[s:e])
-        net._backward()
-        records.record(net, i)
+        plan.step(net, train, s, min(s + batch_size, N), kernel, margin, None, records, i)   # no update
     return NoiseScale(population=N).update(*records.read(backend, 0, len(starts)),
                                            [min(batch_size, N - s) for s in starts])
 

@@ -66,12 +66,7 @@ class Classifier:
         if X.ndim != 2 or X.shape[0] != self.net.sizes[0]:
             hint = (" — one sample per row? pass X.T" if X.ndim == 2 and X.shape[1] == self.net.sizes[0] else "")
             raise ValueError(f"X must be {self.net.sizes[0]} × N (one sample per column); got shape {X.shape}{hint}")
-        Z = self.scaler(X.astype(np.float64))
-        limit = np.finfo(self.net.dtype).max
-        if not np.isfinite(Z).all() or np.abs(Z).max() >= limit:
-            raise ValueError(f"X's values lie too far outside the training data's range: scaled, some "
-                             f"exceed what {self.net.dtype} holds (the largest raw value is {np.abs(X).max():.3g})")
-        return Z
+        return self.scaler.within(X.astype(np.float64), self.net.dtype)
 
     def outputs(self, X, batch_size=4096):
         """The network's outputs (K × N, NumPy) for raw features X (d0 × N)."""

@@ -169,15 +169,6 @@ class _Run:
         self.saved_epoch = epoch
 
 
-def _fits(Z, dtype):
-    """Scaled data must be finite in the model's dtype (a test value far outside the training
-    range can overflow float32 once scaled): checked before anything is written."""
-    limit = np.finfo(dtype).max
-    if not np.isfinite(Z).all() or (Z.size and np.abs(Z).max() >= limit):
-        raise ValueError(f"some test values lie so far outside the training data's range that, scaled, "
-                         f"they exceed what {dtype} holds (largest scaled value {np.abs(Z).max():.3g})")
-
-
 def _validate(a):
     """What argparse cannot check alone, before anything is printed or created."""
     get_activation(a.activation)                   # raises ValueError naming the choices
@@ -219,7 +210,7 @@ def cmd_train(a, given):
                              "classification needs at least 2")
         Xtr, ytr, Xte, yte = _split(X, idx, a.test_fraction)
         scaler = data.Standardizer.fit(Xtr)
-        _fits(scaler(Xte), a.dtype)
+        scaler.within(Xte, a.dtype, "some test values")   # checked before anything is written
     net = MLP([X.shape[0], *a.hidden, len(classes)], activation=a.activation, dtype=a.dtype,
               device=a.device, seed=a.seed)
     problem = None

@@ -136,6 +136,15 @@ class Standardizer:
             raise ValueError(f"X has {X.shape[0]} features (rows); the model was trained on {self.mean.shape[0]}")
         return (X - self.mean) / self.scale
 
+    def within(self, X, dtype, what="X's values"):
+        """X scaled, after checking that the result is finite in ``dtype``: a value far outside
+        the training range can overflow float32 once scaled (``what`` names it in the error)."""
+        Z = self(X)
+        if Z.size and (not np.isfinite(Z).all() or np.abs(Z).max() >= np.finfo(dtype).max):
+            raise ValueError(f"{what} lie too far outside the training data's range: scaled, some exceed what "
+                             f"{np.dtype(dtype).name} holds (the largest raw value is {np.abs(X).max():.3g})")
+        return Z
+
 
 def fingerprint(X, y):
     """A short SHA-256 of a data set, to tell whether a model is scored on its own data."""

@@ -9,6 +9,6 @@ from .model import MLP
 from .optim import SGD
 from .train import TrainingDiverged, TrainState, evaluate, fit
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["MLP", "SGD", "fit", "evaluate", "TrainState", "TrainingDiverged", "Classifier", "Standardizer",
            "save", "load", "losses", "noise", "to_numpy", "get_backend", "DeviceUnavailableError", "__version__"]

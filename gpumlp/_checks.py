@@ -32,8 +32,8 @@ def _readable(backend, a, name):
                          f"({name}.filled(...) or {name}.compressed())")
     if backend.owns(a):
         return a, False
-    foreign = not isinstance(a, (np.ndarray, np.generic)) and any(
-        hasattr(type(a), attr) for attr in ("__array_namespace__", "__cuda_array_interface__", "__dlpack__"))
+    foreign = hasattr(type(a), "__cuda_array_interface__") or not isinstance(a, (np.ndarray, np.generic)) and any(
+        hasattr(type(a), attr) for attr in ("__array_namespace__", "__dlpack__"))
     if foreign:
         raise ValueError(
             f"{name} is a {type(a).__module__}.{type(a).__name__}, an array of another library or "

@@ -10,7 +10,11 @@ kernels in :mod:`gpumlp.kernels`):
   of the Δ recursion.  It may use S or Z = f(S), whichever is cheaper; ``mask``
   (bool) or ``tmp`` (float), of D's shape, is its scratch, as ``scratch`` names.
 
-``code`` is the activation's number in the CUDA source.
+Each also gives its device form, from which :mod:`gpumlp.kernels.source` generates the
+activation switch of ``gpumlp/kernels/fused.cu``: ``code`` is its number there, ``cuda`` the
+expression of f(s) and ``cuda_grad`` that of f'(s) (which may use z = f(s)), both in C++ of
+the element type ``T``.  Adding an activation is one class here, then regenerating that block
+(``python -m gpumlp.kernels.source``); a test holds the file to the table.
 """
 
 __all__ = ["ACTIVATIONS", "get_activation"]
@@ -18,6 +22,7 @@ __all__ = ["ACTIVATIONS", "get_activation"]
 
 class Linear:
     name, code, identity, scratch = "linear", 0, True, None
+    cuda, cuda_grad = "s", "T(1)"
 
     def forward(self, xp, S, out):
         return S
@@ -28,6 +33,8 @@ class Linear:
 
 class ReLU:
     name, code, identity, scratch = "relu", 1, False, "bool"
+    cuda = "(s > T(0) || s != s) ? s : T(0)"          # NaN stays NaN, as in numpy.maximum
+    cuda_grad = "s > T(0) ? T(1) : T(0)"
 
     def forward(self, xp, S, out):
         return xp.maximum(S, 0, out=out)
@@ -39,7 +46,9 @@ class ReLU:
 
 class LeakyReLU:
     name, code, identity, scratch = "leaky_relu", 2, False, "float"
-    slope = 0.01                                # also in the CUDA source
+    slope = 0.01
+    cuda = f"s > s * T({slope!r}) ? s : s * T({slope!r})"     # max(s, a s): NaN stays NaN
+    cuda_grad = f"(s > T(0) ? T(1) : T(0)) * T({1 - slope!r}) + T({slope!r})"
 
     def forward(self, xp, S, out):
         xp.multiply(S, self.slope, out=out)
@@ -54,6 +63,7 @@ class LeakyReLU:
 
 class Tanh:
     name, code, identity, scratch = "tanh", 3, False, "float"
+    cuda, cuda_grad = "gm_tanh(s)", "T(1) - z * z"
 
     def forward(self, xp, S, out):
         return xp.tanh(S, out=out)
@@ -66,6 +76,7 @@ class Tanh:
 
 class Sigmoid:
     name, code, identity, scratch = "sigmoid", 4, False, "float"
+    cuda, cuda_grad = "(gm_tanh(s * T(0.5)) + T(1)) * T(0.5)", "(T(1) - z) * z"
 
     def forward(self, xp, S, out):
         # σ(s) = (1 + tanh(s/2)) / 2: no overflow for large |s|

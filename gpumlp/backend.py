@@ -6,7 +6,8 @@ namespace); the few operations whose spelling differs between those modules
 (creating arrays on the right device, moving data across the host boundary)
 are methods of the backend, and so is the choice of how a fused kernel runs
 (:meth:`Backend.kernel`: its NumPy twin on this array module, or its compiled
-CUDA form on CuPy when ``GPUMLP_FUSED=1``).
+CUDA form on CuPy, checked against the twin at its first launch unless
+``GPUMLP_FUSED`` says otherwise; see :func:`gpumlp.kernels.fused_mode`).
 
 Data crosses between host and device only in :meth:`Backend.asarray` (data going
 in) and :meth:`Backend.to_numpy` (numbers coming out).  Those are called by the
@@ -22,6 +23,7 @@ import types
 import numpy as np
 
 from . import kernels
+from .kernels import check
 
 __all__ = ["Backend", "CupyBackend", "ArrayAPIBackend", "DeviceUnavailableError",
            "get_backend", "backend_of", "to_numpy"]
@@ -49,6 +51,7 @@ class Backend:
     name = "numpy"
     is_gpu = False
     fused = False           # True where kernel() returns compiled kernels (see gpumlp.kernels)
+    mode = "off"            # how: "off" (the twins), "auto" (checked at first launch) or "on"
     _twins = None           # the module the twins run on, when it is not xp
 
     def __init__(self):
@@ -80,10 +83,15 @@ class Backend:
         """The backend's dtype object for ``"float32"`` or ``"float64"``."""
         return getattr(self.xp, name)
 
+    def sq_norm(self, g, out):
+        """out = ‖g‖² for a 1-D ``g``, into the one-element device array ``out`` (no temporary)."""
+        self.xp.matmul(self.xp.reshape(g, (1, -1)), self.xp.reshape(g, (-1, 1)), out=self.xp.reshape(out, (1, 1)))
+
     # -- the host boundary ---------------------------------------------------
     def owns(self, a):
-        """True when ``a`` already lives on this backend (no transfer needed)."""
-        return isinstance(a, np.ndarray)
+        """True when ``a`` already lives on this backend (no transfer needed): a NumPy array,
+        unless it says it lives on a CUDA device (``__cuda_array_interface__``)."""
+        return isinstance(a, np.ndarray) and not hasattr(type(a), "__cuda_array_interface__")
 
     def asarray(self, a, dtype, copy=True):
         """``a`` as an array of ``dtype`` on this device.  With ``copy=True`` (the default)
@@ -113,19 +121,31 @@ class Backend:
 
 
 class CupyBackend(Backend):
-    """CuPy on the current CUDA device."""
+    """CuPy on the current CUDA device.  ``fused`` is the compiled kernels' mode
+    (:func:`gpumlp.kernels.fused_mode`): None reads ``$GPUMLP_FUSED`` (default ``auto``),
+    True is ``on``, False ``off``."""
 
     name = "cupy"
     is_gpu = True
 
     def __init__(self, cupy, fused=None):
         self.xp = cupy
-        self.fused = kernels.fused_enabled() if fused is None else bool(fused)
+        self.mode = kernels.fused_mode(fused)
+        self.fused = self.mode != "off"
 
     def kernel(self, k):
-        if self.fused and k.cuda:
-            return k.launch(self.xp, k)
-        return functools.partial(k.twin, self.xp)
+        twin = functools.partial(k.twin, self.xp)
+        if not k.cuda:
+            return twin
+        if self.mode == "off":                 # callers allocate the twins' scratch
+            return twin
+        compiled = k.launch(self.xp, k)
+        return compiled if self.mode == "on" else check.checked(self, k, compiled, twin)
+
+    def sq_norm(self, g, out):
+        # cuBLAS's dot into a device scalar: a 1 × 1 matmul would take CuPy's reduction path,
+        # with a temporary the size of g at every call
+        self.xp.cublas.dot(g, g, out=out)
 
     def owns(self, a):
         return isinstance(a, self.xp.ndarray)
@@ -134,7 +154,7 @@ class CupyBackend(Backend):
         return self.xp.array(a, dtype=dtype, copy=True if copy else None)
 
     def to_numpy(self, a):
-        return np.array(a, copy=True) if isinstance(a, np.ndarray) else self.xp.asnumpy(a)
+        return self.xp.asnumpy(a) if isinstance(a, self.xp.ndarray) else np.array(a, copy=True)
 
     def take_rows(self, a, order, out):
         self.xp.take(a, order, axis=0, out=out)
@@ -224,25 +244,50 @@ _NUMPY = Backend()
 _auto = None     # the backend "auto" resolved to, decided once per process
 
 
+MIN_CUPY = 14             # cupy.astype and cupy.bool, which the device path uses
+
+
+class Probe(tuple):
+    """``(backend, why_not)`` from :func:`_probe_cupy`, and ``absent``: True when there is simply
+    no GPU here (no CuPy, no driver, no device), False when one is there but broken."""
+
+    absent = True
+
+
+def _probe(backend, why_not=None, absent=True):
+    p = Probe((backend, why_not))
+    p.absent = absent
+    return p
+
+
 def _probe_cupy():
-    """``(CupyBackend, None)``, or ``(None, why not)`` naming the missing piece."""
+    """``(CupyBackend, None)``, or ``(None, why not)`` naming the missing piece (a :class:`Probe`)."""
     try:
         import cupy
     except ImportError as e:
-        return None, f"the CuPy package is not installed ({e}); pip install 'gpumlp[gpu]'"
+        return _probe(None, f"the CuPy package is not installed ({e}); pip install 'gpumlp[gpu]'")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError: no driver, driver too old, ...
-        return None, f"CuPy is installed but the CUDA driver is not usable ({e})"
+        return _probe(None, f"CuPy is installed but the CUDA driver is not usable ({e})")
     if count == 0:
-        return None, "CuPy and the CUDA driver are present but no CUDA device was found"
+        return _probe(None, "CuPy and the CUDA driver are present but no CUDA device was found")
+    version = str(getattr(cupy, "__version__", "0"))
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        major = 0
+    if major < MIN_CUPY:
+        return _probe(None, f"CuPy {version} is too old: gpumlp needs CuPy {MIN_CUPY} or newer "
+                            f"(pip install -U 'cupy-cuda12x>={MIN_CUPY}', or cupy-cuda13x)", absent=False)
     try:                     # a GEMM and a compiled kernel: cuBLAS and NVRTC must load
         a = cupy.ones((2, 2), dtype=cupy.float32)
         float(cupy.maximum(a @ a, 0).sum())
     except Exception as e:
-        return None, (f"a CUDA device is present but CuPy's CUDA libraries failed ({type(e).__name__}: {e}); "
-                      "pip install 'cupy-cuda12x[ctk]' brings them")
-    return CupyBackend(cupy), None
+        return _probe(None, f"a CUDA device is present but CuPy's CUDA libraries failed ({type(e).__name__}: {e}); "
+                            "the [ctk] extra of your CuPy package brings them (cupy-cuda12x[ctk] or "
+                            "cupy-cuda13x[ctk])", absent=False)
+    return _probe(CupyBackend(cupy), None, absent=False)
 
 
 def get_backend(device=None):
@@ -282,9 +327,9 @@ def get_backend(device=None):
 
 def backend_of(a):
     """The backend an existing array lives on (NumPy for host arrays and lists)."""
-    module = type(a).__module__
-    if module.startswith("cupy"):
-        return CupyBackend(sys.modules["cupy"])
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(a, getattr(cupy, "ndarray", ())):
+        return CupyBackend(cupy)
     if not isinstance(a, (np.ndarray, np.generic)) and hasattr(a, "__array_namespace__"):
         return ArrayAPIBackend(a.__array_namespace__(), getattr(a, "device", None))
     return _NUMPY

@@ -99,7 +99,7 @@ class Loss:
         if self.kind == "labels":
             labels = to_labels(backend, labels, N, K)
         else:
-            labels = backend.xp.astype(targets(backend, labels, K, N, Y.dtype).T, Y.dtype, copy=True)
+            labels = backend.transposed(targets(backend, labels, K, N, Y.dtype))     # N × K, C-contiguous
         C = check_margin(margin)
         inv_norm = _inverse(normalizer, N)
         xp, new = backend.xp, backend.empty

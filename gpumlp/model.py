@@ -323,8 +323,12 @@ class MLP:
         ws = self._ws
         if ws.norms is None:
             new, n, dt = self.backend.empty, ws.n, self.params.dtype
-            host = self._sample_sq is kernels.SAMPLE_SQ_KERNEL.host     # NumPy's einsum needs no scratch
-            ws.norms = (new((n,), dt), None if host else new((max(self.sizes), n), dt), new((n,), dt), new((n,), dt))
+            if self.backend.fused:                                      # the compiled kernel needs no scratch
+                ws.norms = (new((n,), dt), None, None, None)
+            else:
+                host = self._sample_sq is kernels.SAMPLE_SQ_KERNEL.host     # NumPy's einsum needs no tmp
+                ws.norms = (new((n,), dt), None if host else new((max(self.sizes), n), dt), new((n,), dt),
+                            new((n,), dt))
         out, tmp, dn, zn = ws.norms
         for k in range(self.n_layers):
             self._sample_sq(ws.D[k], ws.Z[k], self.bias, k == 0, out, tmp, dn, zn)

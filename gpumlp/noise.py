@@ -166,7 +166,6 @@ class _StepRecords:
         self.sum_s = backend.empty((n_steps, 1), dt)
         self.grad_sq = backend.empty((n_steps, 1), dt)
         self._part = backend.empty((1, 1), dt)
-        self._g = net.xp.reshape(net.grads, (1, -1))
 
     def record(self, net, i):
         """Step i's values, after the backward pass and before the update (unchecked)."""
@@ -191,7 +190,7 @@ class _StepRecords:
 
     def record_grad(self, net, i):
         """|ḡ|² of the step's whole gradient (after any micro-batches and all-reduce) into row i."""
-        net.xp.matmul(self._g, self._g.T, out=self.grad_sq[i:i + 1, :])
+        net.backend.sq_norm(net.grads, self.grad_sq[i:i + 1, :])
 
     def read(self, backend, start, stop):
         """Steps start..stop−1's records on the host, as float64 vectors."""

@@ -44,13 +44,13 @@ class SGD:
             state = self._state[net] = self._prepare(net)
         kernel, velocity, scratch, norm = state
         if self.clip_norm is not None:
-            self._clip(net.xp, net.grads, norm)
+            self._clip(net.backend, net.grads, norm)
         kernel(net.params, net.grads, velocity, self.lr, self.momentum, self.weight_decay, scratch)
 
-    def _clip(self, xp, g, norm):
-        """g /= max(1, ‖g‖ / clip_norm), in device buffers (no host read)."""
-        row = xp.reshape(g, (1, -1))
-        xp.matmul(row, xp.reshape(g, (-1, 1)), out=norm)       # ‖g‖²
+    def _clip(self, backend, g, norm):
+        """g /= max(1, ‖g‖ / clip_norm), in device buffers (no host read, no temporary)."""
+        xp = backend.xp
+        backend.sq_norm(g, norm)                                # ‖g‖²
         xp.sqrt(norm, out=norm)
         xp.divide(norm, self.clip_norm, out=norm)
         xp.maximum(norm, 1.0, out=norm)

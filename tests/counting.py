@@ -10,14 +10,14 @@ allocation.
 
 With ``fused=True`` the backend stands in for CuPy with the compiled kernels: a
 fused kernel is logged once, by its name, and its NumPy twin runs unlogged (with
-scratch the backend lends, as the compiled kernel needs none).  With ``fused=False``
+the scratch of :attr:`gpumlp.kernels.Kernel.scratch`, made once and lent, as the
+compiled kernel needs none).  With ``fused=False``
 each call inside the twins is logged, as it would launch on CuPy with the switch off.
 """
 import contextlib
 
 import numpy as np
 
-from gpumlp import kernels
 from gpumlp.backend import Backend
 
 VIEWS = {"reshape", "transpose", "ravel", "squeeze", "expand_dims", "shape", "ndim", "result_type",
@@ -131,7 +131,7 @@ class CountingBackend(Backend):
         self._twins = np      # the twins call NumPy's functions, as they call CuPy's on a GPU
         self.fused = fused
         self.name = f"counting({'fused' if fused else 'twins'})"
-        self._scratch = {}
+        self._lent = {}           # the twins' scratch on the fused path, made once per kernel and shapes
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype).view(CountingArray)
@@ -151,37 +151,18 @@ class CountingBackend(Backend):
     def to_numpy(self, a):
         return np.array(_plain(a), copy=True)
 
-    def _lend(self, key, make):
-        if key not in self._scratch:
-            self._scratch[key] = make()
-        return self._scratch[key]
-
     def kernel(self, k):
         if not self.fused or k.cuda is None:
             return super().kernel(k)
-        if k.name.endswith("'"):                           # f': the twin's scratch is lent
-            def run(S, Z, D, mask=None, tmp=None):
-                TALLY.log(k.name)
-                with TALLY.pause():
-                    m = self._lend(("bool", D.shape), lambda: np.empty(D.shape, bool))
-                    t = self._lend((D.dtype, D.shape), lambda: np.empty(D.shape, D.dtype))
-                    k.twin(np, _plain(S), _plain(Z), _plain(D), m, t)
-        elif k is kernels.SGD_KERNEL:
-            def run(p, g, v, lr, momentum, weight_decay, tmp=None):
-                TALLY.log(k.name)
-                with TALLY.pause():
-                    t = self._lend(("sgd", p.dtype), lambda: np.empty(p.shape, p.dtype))
-                    k.twin(np, _plain(p), _plain(g), _plain(v), lr, momentum, weight_decay, t)
-        elif k in kernels.LOSS_KERNELS.values():
-            def run(Y, labels, D, loss, hit, inv_norm, margin, s=None):
-                TALLY.log(k.name)
-                with TALLY.pause():
-                    s = self._lend(("loss", Y.shape, Y.dtype),
-                                   lambda: kernels.LossScratch(Backend(), *Y.shape, Y.dtype))
-                    k.twin(np, _plain(Y), _plain(labels), _plain(D), _plain(loss), _plain(hit), inv_norm, margin, s)
-        else:                                              # bias_act: no scratch
-            def run(*args):
-                TALLY.log(k.name)
-                with TALLY.pause():
-                    k.twin(np, *_plain(args))
+
+        def run(*args):                       # one compiled kernel: logged once, its twin run unlogged
+            TALLY.log(k.name)
+            with TALLY.pause():
+                plain = _plain(args)
+                key = (k.name,) + tuple(getattr(a, "shape", a is None) for a in plain)
+                lent = self._lent.get(key)
+                if lent is None:                   # the compiled kernel needs none: lent, not counted
+                    filled = k.scratch(Backend(), plain)
+                    lent = self._lent[key] = {i: filled[i] for i, a in enumerate(plain) if a is None}
+                k.twin(np, *(lent.get(i, a) for i, a in enumerate(plain)))
         return run

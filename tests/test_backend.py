@@ -24,7 +24,7 @@ def fake_cupy(monkeypatch, count=None, error=None, kernels=np.maximum):
         return count
     runtime = types.SimpleNamespace(getDeviceCount=get_count)
     module = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), ndarray=type("ndarray", (), {}),
-                                   ones=np.ones, float32=np.float32, maximum=kernels)
+                                   ones=np.ones, float32=np.float32, maximum=kernels, __version__="14.0.1")
     monkeypatch.setitem(sys.modules, "cupy", module)
 
 

@@ -210,7 +210,7 @@ def test_the_cuda_source_compiles_for_sm_90(tmp_path):
     run = subprocess.run([nvcc, "-arch=sm_90", "--std=c++14", "--fmad=false", "-c", str(source),
                           "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert len(kernels.instantiations()) == 2 * (9 + 4 + 3 + 2)
+    assert len(kernels.instantiations()) == 2 * (9 + 4 + 4 + 4 + 4)      # layers, f', losses, sgd, sample_sq
 
 
 # -- found in review --------------------------------------------------------------------------
@@ -294,3 +294,36 @@ def test_fit_evaluate_and_predict_do_not_keep_the_data_alive():
         run()
         assert len(net._workspaces) >= 1
         assert all(ws.Z[0] is None for ws in net._workspaces.values())
+
+
+# -- the CUDA source file ------------------------------------------------------------------------
+def test_the_activation_block_of_the_cuda_file_is_generated_from_the_table():
+    """fused.cu keeps the generated switch checked in; it must be what the table generates now
+    (after editing an activation: python -m gpumlp.kernels.source)."""
+    from gpumlp.kernels import source
+    assert source.with_activation_block(source.CUDA_SOURCE) == source.CUDA_SOURCE
+    block = source.activation_block()
+    for f in ACTIVATIONS.values():
+        assert f"    if (ACT == {f.code}) return {f.cuda};" in block
+        assert f"    if (ACT == {f.code}) return {f.cuda_grad};" in block
+    assert len({f.code for f in ACTIVATIONS.values()}) == len(ACTIVATIONS)      # one number each
+
+
+def test_a_new_activation_is_one_edit_away_from_the_generated_switch():
+    from gpumlp.kernels import source
+
+    class Softsign:
+        name, code, identity, scratch = "softsign", 5, False, "float"
+        cuda, cuda_grad = "s / (T(1) + (s < T(0) ? -s : s))", "(T(1) - (z < T(0) ? -z : z)) * (T(1) - (z < T(0) ? -z : z))"
+    table = dict(ACTIVATIONS, softsign=Softsign())
+    text = source.with_activation_block(source.CUDA_SOURCE, table)
+    assert "if (ACT == 5) return s / (T(1) + (s < T(0) ? -s : s));" in text
+    assert text.count("// BEGIN GENERATED BLOCK") == 1 and text.count("// END GENERATED BLOCK") == 1
+    assert text.replace(source.activation_block(table), source.activation_block()) == source.CUDA_SOURCE
+
+
+def test_the_cuda_source_is_the_package_file():
+    from importlib import resources
+    from gpumlp.kernels import source
+    assert resources.files("gpumlp.kernels").joinpath("fused.cu").read_text(encoding="utf-8") == source.CUDA_SOURCE
+    assert "__global__ void sample_sq" in source.CUDA_SOURCE and "squared_error_loss" in source.CUDA_SOURCE

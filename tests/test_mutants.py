@@ -175,21 +175,34 @@ def test_unknown_activation_lists_the_known_ones():
 
 
 # == kernels ============================================================================
-@pytest.mark.parametrize("value,on", [("1", True), ("true", True), (" TRUE ", True), ("yes", True),
-                                      ("on", True), ("ON", True), ("0", False), ("off", False), (None, False)])
-def test_the_fused_switch(monkeypatch, value, on):
+@pytest.mark.parametrize("value,mode", [("1", "on"), ("true", "on"), (" TRUE ", "on"), ("yes", "on"),
+                                        ("on", "on"), ("ON", "on"), ("0", "off"), ("off", "off"), ("No", "off"),
+                                        ("false", "off"), ("auto", "auto"), (" Auto ", "auto"), ("", "auto"),
+                                        (None, "auto")])
+def test_the_fused_switch(monkeypatch, value, mode):
     if value is None:
         monkeypatch.delenv("GPUMLP_FUSED", raising=False)
     else:
         monkeypatch.setenv("GPUMLP_FUSED", value)
-    assert kernels.fused_enabled() is on
+    assert kernels.fused_mode() == mode
+    assert kernels.fused_mode(True) == "on" and kernels.fused_mode(False) == "off"
+    assert kernels.fused_mode("auto") == "auto" and kernels.fused_mode(0) == "off"
+
+
+def test_a_bad_fused_switch_is_an_error(monkeypatch):
+    monkeypatch.setenv("GPUMLP_FUSED", "2")
+    with pytest.raises(ValueError, match=exact("$GPUMLP_FUSED must be auto, 1 (compiled kernels, unchecked) or 0 "
+                                               "(the twins); got '2'")):
+        kernels.fused_mode()
+    with pytest.raises(ValueError, match="fused must be auto"):
+        kernels.fused_mode("maybe")
 
 
 def test_every_kernel_names_a_compiled_template():
     """Each kernel's name, and its CUDA template, which must be one of the instances
     compiled (``instantiations()``) for both float and double."""
     compiled = kernels.instantiations()
-    assert len(compiled) == len(set(compiled)) == 36
+    assert len(compiled) == len(set(compiled)) == 50
     expected = {  # activation: (bias_act without bias, with bias, act_grad, f' scratch)
         "linear": (("linear", None), ("bias", "bias_act<{T}, 0, 1>"), ("linear'", None), None),
         "relu": (("relu", "bias_act<{T}, 1, 0>"), ("bias+relu", "bias_act<{T}, 1, 1>"),
@@ -210,8 +223,11 @@ def test_every_kernel_names_a_compiled_template():
             assert repr(k) == f"<gpumlp kernel {kname}>"
             templates += [cuda] if cuda else []
         assert f.scratch == scratch                 # what the workspace lends its twin
-    templates += [k.cuda for k in kernels.LOSS_KERNELS.values()]
-    templates += [kernels.SGD_KERNEL.cuda.replace("{M}", m) for m in "01"]
+    templates += [k.cuda for k in kernels.LOSS_KERNELS.values()] + ["squared_error_loss<{T}>"]
+    assert [k.cuda for k in kernels.TARGET_LOSS_KERNELS.values()] == ["squared_error_loss<{T}>"]
+    templates += [f"sgd<{{T}}, {m}, {d}>" for m in "01" for d in "01"]
+    templates += [f"sample_sq<{{T}}, {b}, {f}>" for b in "01" for f in "01"]
+    assert (kernels.SGD_KERNEL.cuda, kernels.SAMPLE_SQ_KERNEL.cuda) == ("sgd<{T}, {M}, {D}>", "sample_sq<{T}, {B}, {F}>")
     instances = [t.format(T=T) for t in templates for T in ("float", "double")]
     assert sorted(instances) == sorted(compiled)
 
@@ -284,21 +300,23 @@ def test_cupy_backend_resolves_the_fused_switch(monkeypatch):
     module = types.SimpleNamespace()
     monkeypatch.setenv("GPUMLP_FUSED", "1")
     b = B.CupyBackend(module)
-    assert b.xp is module and b.fused is True
-    assert B.CupyBackend(module, fused=0).fused is False
+    assert b.xp is module and (b.fused, b.mode) == (True, "on")
+    assert (B.CupyBackend(module, fused=0).fused, B.CupyBackend(module, fused=False).mode) == (False, "off")
     monkeypatch.setenv("GPUMLP_FUSED", "0")
     assert B.CupyBackend(module).fused is False
     assert B.CupyBackend(module, fused=1).fused is True
+    monkeypatch.delenv("GPUMLP_FUSED")
+    assert (B.CupyBackend(module).fused, B.CupyBackend(module).mode) == (True, "auto")
 
 
-def fake_cupy(monkeypatch, count=1, kernels_fail=None):
+def fake_cupy(monkeypatch, count=1, kernels_fail=None, version="14.0.1"):
     def maximum(a, v):
         if kernels_fail:
             raise kernels_fail
         return np.maximum(a, v)
     runtime = types.SimpleNamespace(getDeviceCount=lambda: count)
     module = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), ndarray=type("ndarray", (), {}),
-                                   ones=np.ones, float32=np.float32, maximum=maximum)
+                                   ones=np.ones, float32=np.float32, maximum=maximum, __version__=version)
     monkeypatch.setitem(sys.modules, "cupy", module)
     monkeypatch.setattr(B, "_auto", None)
     return module
@@ -314,8 +332,20 @@ def test_probe_messages_and_the_backend_it_returns(monkeypatch):
     fake_cupy(monkeypatch, count=1, kernels_fail=RuntimeError("no nvrtc"))
     with pytest.raises(gpumlp.DeviceUnavailableError, match=exact(
             "device='gpu' cannot be used: a CUDA device is present but CuPy's CUDA libraries failed "
-            "(RuntimeError: no nvrtc); pip install 'cupy-cuda12x[ctk]' brings them")):
+            "(RuntimeError: no nvrtc); the [ctk] extra of your CuPy package brings them (cupy-cuda12x[ctk] or cupy-cuda13x[ctk])")):
         B.get_backend("gpu")
+    assert B._probe_cupy().absent is False                 # broken, not absent: the gpu tests fail, never skip
+    fake_cupy(monkeypatch, count=1, version="13.6.0")
+    with pytest.raises(gpumlp.DeviceUnavailableError, match=exact(
+            "device='gpu' cannot be used: CuPy 13.6.0 is too old: gpumlp needs CuPy 14 or newer "
+            "(pip install -U 'cupy-cuda12x>=14', or cupy-cuda13x)")):
+        B.get_backend("gpu")
+    assert B._probe_cupy().absent is False
+    fake_cupy(monkeypatch, count=0)
+    assert B._probe_cupy().absent is True
+    monkeypatch.setitem(sys.modules, "cupy", None)          # import cupy raises ImportError
+    backend, why = B._probe_cupy()
+    assert backend is None and why.startswith("the CuPy package is not installed") and B._probe_cupy().absent
 
 
 def test_no_device_and_no_environment_means_auto(monkeypatch):
@@ -325,11 +355,14 @@ def test_no_device_and_no_environment_means_auto(monkeypatch):
 
 
 def test_backend_of_cupy_and_of_bare_array_api_objects(monkeypatch):
-    module = types.SimpleNamespace()
-    monkeypatch.setitem(sys.modules, "cupy", module)
     CupyArray = type("ndarray", (), {"__module__": "cupy._core.core"})
+    module = types.SimpleNamespace(ndarray=CupyArray)
+    monkeypatch.setitem(sys.modules, "cupy", module)
     b = B.backend_of(CupyArray())
     assert isinstance(b, B.CupyBackend) and b.xp is module
+    # what decides is the loaded CuPy's array type, not a module name: a stand-in device's arrays count
+    Other = type("ndarray", (), {"__module__": "cupy._core.core"})
+    assert B.backend_of(Other()) is B.get_backend("cpu")
     xps = strict_backend().namespace
 
     class Bare:                                           # the standard's minimum: no .device

@@ -5,13 +5,19 @@ non-CPU device ``device1``.  On the latter any NumPy-only call in the device pat
 (``np.exp(S)``, ``np.zeros(...)`` mixed with device arrays, implicit host
 conversion) raises, just as it would on CuPy, so CPU CI catches it.
 """
+import importlib.util
 import os
+import shutil
+import sys
 
 import numpy as np
 import pytest
 
 import gpumlp
+from gpumlp import backend as B
 from gpumlp.backend import ArrayAPIBackend
+
+STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin", "cupy", "__init__.py")
 
 
 def strict_backend():
@@ -45,3 +51,29 @@ def random_problem(sizes, n, seed, loss="mse"):
     if loss == "mse":
         return X, rng.standard_normal((sizes[-1], n))
     return X, rng.integers(0, sizes[-1], n)
+
+
+def load_standin():
+    """The stand-in CuPy of ``tests/standin`` (loaded once, under a name of its own)."""
+    module = sys.modules.get("gpumlp_standin_cupy")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("gpumlp_standin_cupy", STANDIN)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["gpumlp_standin_cupy"] = module
+    return module
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The stand-in device as ``cupy`` for one test: gpumlp's CuPy backend runs on it, with the
+    CUDA source built as host C++.  Skips where no C++ compiler exists, but fails under CI=true."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        why = "no C++ compiler (g++) for the stand-in device's host-built kernels"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why + ": CI must have one (.ci/run installs it)")
+        pytest.skip(why)
+    module = load_standin()
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    monkeypatch.setattr(B, "_auto", None)
+    return module

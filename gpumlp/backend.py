@@ -16,6 +16,7 @@ and by the scores; the private step path (forward, loss, backward, update) never
 calls them.
 """
 import functools
+import importlib
 import os
 import sys
 import types
@@ -145,7 +146,8 @@ class CupyBackend(Backend):
     def sq_norm(self, g, out):
         # cuBLAS's dot into a device scalar: a 1 × 1 matmul would take CuPy's reduction path,
         # with a temporary the size of g at every call
-        self.xp.cublas.dot(g, g, out=out)
+        blas = getattr(self.xp, "cublas", None) or importlib.import_module(self.xp.__name__ + ".cublas")
+        blas.dot(g, g, out=out)
 
     def owns(self, a):
         return isinstance(a, self.xp.ndarray)

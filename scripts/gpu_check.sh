@@ -44,24 +44,8 @@
 # else the pre-flight names) and carried along; it goes on PYTHONPATH when present.
 set -uo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-quick=0
-for arg in "$@"; do
-  case $arg in
-    --quick) quick=1 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument '$arg' (try --help)" >&2; exit 64 ;;
-  esac
-done
-
-PY=${PYTHON:-python3}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out=${OUT:-gpu-check}
-mkdir -p "$out" && out=$(cd "$out" && pwd) || { echo "gpu_check.sh: cannot make $out" >&2; exit 2; }
-cd "$root" || exit 2
-deps=""; [ -d .gpu-deps ] && deps=":$PWD/.gpu-deps"
-export PYTHONPATH="$PWD$deps${PYTHONPATH:+:$PYTHONPATH}" CUPY_TF32=0 PYTHONUNBUFFERED=1
+. "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
+gpu_setup gpu_check.sh gpu-check "$@"
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
 rm -f "$out/gpu-check.log" "$out/gpu-check.json" "$out/bench-fused.json" "$out/bench-twins.json" \
@@ -86,7 +70,6 @@ fi
 # each step's timeout in seconds; full mode's add up to 330
 declare -A limit=([preflight]=45 [tests]=110 [train]=30 [bench-fused]=50 [bench-twins]=50 [bench-tf32]=30 [report]=15)
 
-now() { echo "${EPOCHREALTIME:-$(date +%s.%N)}"; }
 
 names=(); statuses=(); codes=(); secs=()
 record() {   # NAME STATUS CODE SECONDS LIMIT
@@ -115,7 +98,7 @@ finish() {   # NAME: records the step that just ran
 
 main() {
   echo "gpu_check.sh ($mode mode) in $root; results in $out; python: $PY"
-  local later=(tests train bench-fused bench-twins bench-tf32) failed=() reason="" i
+  local later=(tests train bench-fused bench-twins bench-tf32) reason="" i
 
   step preflight "${limit[preflight]}" "$PY" scripts/gpu_preflight.py --json "$tmp/preflight.json"
   finish preflight
@@ -157,12 +140,7 @@ main() {
     --bench fused="$out/bench-fused.json" --bench twins="$out/bench-twins.json" --bench tf32="$out/bench-tf32.json"
   finish report
 
-  echo
-  echo "=== summary ($mode mode)"
-  for i in "${!names[@]}"; do
-    printf '%-12s %-8s exit %-4s %8s s\n' "${names[$i]}" "${statuses[$i]}" "${codes[$i]}" "${secs[$i]}"
-    [ "${statuses[$i]}" = ok ] || failed+=("${names[$i]}")
-  done
+  gpu_summary "$mode"
   if [ -f "$tmp/tests.out" ] && grep -qE '^(FAILED|ERROR) ' "$tmp/tests.out"; then
     echo "failing gpu tests:"
     grep -E '^(FAILED|ERROR) ' "$tmp/tests.out" | head -40

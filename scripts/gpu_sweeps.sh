@@ -16,24 +16,8 @@
 # .gpu-deps, carried along as for gpu_check.sh; nothing is installed here.
 set -uo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-quick=0
-for arg in "$@"; do
-  case $arg in
-    --quick) quick=1 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "gpu_sweeps.sh: unknown argument '$arg' (try --help)" >&2; exit 64 ;;
-  esac
-done
-
-PY=${PYTHON:-python3}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out=${OUT:-gpu-sweeps}
-mkdir -p "$out" && out=$(cd "$out" && pwd) || { echo "gpu_sweeps.sh: cannot make $out" >&2; exit 2; }
-cd "$root" || exit 2
-deps=""; [ -d .gpu-deps ] && deps=":$PWD/.gpu-deps"
-export PYTHONPATH="$PWD$deps${PYTHONPATH:+:$PYTHONPATH}" CUPY_TF32=0 PYTHONUNBUFFERED=1
+. "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
+gpu_setup gpu_sweeps.sh gpu-sweeps "$@"
 work=$(mktemp -d) || exit 2
 trap 'rm -rf "$work"' EXIT
 rm -f "$out/sweeps.log" "$out/sweeps.tar.gz" "$out/sweeps.txt"
@@ -50,7 +34,6 @@ else
 fi
 declare -A limit=([preflight]=45 [step-sweep]=50 [train-sweep]=60 [pack]=15)
 
-now() { echo "${EPOCHREALTIME:-$(date +%s.%N)}"; }
 names=(); statuses=(); codes=(); secs=()
 rc=0
 step() {     # NAME COMMAND...: runs it under the step's timeout and records it
@@ -67,7 +50,6 @@ step() {     # NAME COMMAND...: runs it under the step's timeout and records it
 
 main() {
   echo "gpu_sweeps.sh ($mode mode) in $root; results in $out; python: $PY"
-  local failed=() i
   step preflight "$PY" scripts/gpu_preflight.py
   if [ "$rc" != 0 ]; then
     echo "gpu_sweeps: PRE-FLIGHT FAILED (exit $rc): see its last line above; nothing else ran"
@@ -77,12 +59,7 @@ main() {
   step train-sweep "$PY" scripts/sweep_batch_sizes.py --device gpu --mode train "${train_args[@]}" \
     --out "$work/results/train-gpu"
   step pack tar -czf "$out/sweeps.tar.gz" -C "$work/results" .
-  echo
-  echo "=== summary ($mode mode)"
-  for i in "${!names[@]}"; do
-    printf '%-12s %-8s exit %-4s %8s s\n' "${names[$i]}" "${statuses[$i]}" "${codes[$i]}" "${secs[$i]}"
-    [ "${statuses[$i]}" = ok ] || failed+=("${names[$i]}")
-  done
+  gpu_summary "$mode"
   echo "files in $out: $(ls -A "$out" | tr '\n' ' ')(the device tool returns at most 8)"
   if [ "${#failed[@]}" -gt 0 ]; then
     echo "gpu_sweeps: FAILED: ${failed[*]}"

@@ -105,7 +105,7 @@ def test_a_training_run_on_the_gpu_learns_the_digits(cupy):
     train, test = data.split(y, 0.2, 0)
     s = data.Standardizer.fit(X[:, train])
     net = gpumlp.MLP([64, 256, 10], device="gpu", seed=0)
-    assert net.backend.mode == os.environ.get("GPUMLP_FUSED", "auto") or "GPUMLP_FUSED" in os.environ
+    assert net.backend.mode == kernels.fused_mode()          # "auto" unless GPUMLP_FUSED says otherwise
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         h = fit(net, s(X[:, train]), y[train], gpumlp.SGD(0.1, 0.9, 1e-3), epochs=30,

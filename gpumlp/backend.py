@@ -84,9 +84,11 @@ class Backend:
         """The backend's dtype object for ``"float32"`` or ``"float64"``."""
         return getattr(self.xp, name)
 
-    def sq_norm(self, g, out):
-        """out = ‖g‖² for a 1-D ``g``, into the one-element device array ``out`` (no temporary)."""
-        self.xp.matmul(self.xp.reshape(g, (1, -1)), self.xp.reshape(g, (-1, 1)), out=self.xp.reshape(out, (1, 1)))
+    def dot(self, x, y, out):
+        """out = x · y for contiguous 1-D ``x`` and ``y`` of one float dtype, into the one-element
+        device array ``out``: a 1 × 1 product (a squared norm, a sum against a ones vector, the
+        db of a layer of width 1) with no temporary."""
+        self.xp.matmul(self.xp.reshape(x, (1, -1)), self.xp.reshape(y, (-1, 1)), out=self.xp.reshape(out, (1, 1)))
 
     # -- the host boundary ---------------------------------------------------
     def owns(self, a):
@@ -143,11 +145,11 @@ class CupyBackend(Backend):
         compiled = k.launch(self.xp, k)
         return compiled if self.mode == "on" else check.checked(self, k, compiled, twin)
 
-    def sq_norm(self, g, out):
-        # cuBLAS's dot into a device scalar: a 1 × 1 matmul would take CuPy's reduction path,
-        # with a temporary the size of g at every call
+    def dot(self, x, y, out):
+        # cuBLAS's dot into a device scalar: a 1 × 1 matmul takes CuPy's reduction path, and a
+        # sum over the last axis its CUB path, each with temporaries at every call
         blas = getattr(self.xp, "cublas", None) or importlib.import_module(self.xp.__name__ + ".cublas")
-        blas.dot(g, g, out=out)
+        blas.dot(x, y, out=out)
 
     def owns(self, a):
         return isinstance(a, self.xp.ndarray)

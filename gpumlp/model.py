@@ -40,11 +40,21 @@ def backprop(xp, W, S, Z, scale, D, scratch):
     return D
 
 
-def weight_gradients(xp, D, Z, dW, db, ones):
-    """dW_k = Δ_k Z_{k-1}^T and db_k = Δ_k 1 (a GEMV with the ones column), into dW, db."""
+def weight_gradients(xp, D, Z, dW, db, ones, dot=None):
+    """dW_k = Δ_k Z_{k-1}^T and db_k = Δ_k 1 (a GEMV with the ones column), into dW, db.
+
+    ``dot(x, y, out)`` (the backend's) takes a product whose result is 1 × 1, a layer of
+    width 1: on CuPy a 1 × 1 matmul would take a temporary the size of the batch."""
     for k in range(len(D)):
-        xp.matmul(D[k], Z[k].T, out=dW[k])
-        if db is not None:
+        if dot is not None and dW[k].shape == (1, 1):
+            dot(xp.reshape(D[k], (-1,)), xp.reshape(Z[k], (-1,)), dW[k])
+        else:
+            xp.matmul(D[k], Z[k].T, out=dW[k])
+        if db is None:
+            continue
+        if dot is not None and D[k].shape[0] == 1:
+            dot(xp.reshape(D[k], (-1,)), xp.reshape(ones, (-1,)), db[k])
+        else:
             xp.matmul(D[k], ones, out=db[k])
 
 
@@ -292,7 +302,7 @@ class MLP:
         """The Δ recursion and the weight gradients, from ∂L/∂Y already in Δ_L's buffer."""
         ws = self._ws
         backprop(self.xp, self._W, ws.S, ws.Z, self._scale, ws.D, ws.scratch)
-        weight_gradients(self.xp, ws.D, ws.Z, self._dW, self._db, ws.ones)
+        weight_gradients(self.xp, ws.D, ws.Z, self._dW, self._db, ws.ones, self.backend.dot)
         self.deltas, self._fresh = ws.D, True
         if self.dW is None:
             self.dW = _ParamList(self._dW)

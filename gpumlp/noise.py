@@ -174,15 +174,14 @@ class _StepRecords:
 
     def record_norms(self, net, i, add=False):
         """Σ_n s_n of the last backward pass into row i (``add``: onto what is there, for the
-        second and later micro-batches of a step)."""
-        xp = net.xp
-        s = xp.reshape(net._sample_sq_norms(), (1, -1))
+        second and later micro-batches of a step), as s · 1 with the workspace's ones column."""
+        s, ones = net._sample_sq_norms(), net.xp.reshape(net._ws.ones, (-1,))
         row = self.sum_s[i:i + 1, :]
         if add:
-            xp.sum(s, axis=1, keepdims=True, out=self._part)
-            xp.add(row, self._part, out=row)
+            net.backend.dot(s, ones, self._part)
+            net.xp.add(row, self._part, out=row)
         else:
-            xp.sum(s, axis=1, keepdims=True, out=row)
+            net.backend.dot(s, ones, row)
 
     def zero_norms(self, i):
         """Row i for a rank whose share of the step's batch is empty."""
@@ -190,7 +189,7 @@ class _StepRecords:
 
     def record_grad(self, net, i):
         """|ḡ|² of the step's whole gradient (after any micro-batches and all-reduce) into row i."""
-        net.backend.sq_norm(net.grads, self.grad_sq[i:i + 1, :])
+        net.backend.dot(net.grads, net.grads, self.grad_sq[i:i + 1, :])
 
     def read(self, backend, start, stop):
         """Steps start..stop−1's records on the host, as float64 vectors."""

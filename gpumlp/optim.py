@@ -50,7 +50,7 @@ class SGD:
     def _clip(self, backend, g, norm):
         """g /= max(1, ‖g‖ / clip_norm), in device buffers (no host read, no temporary)."""
         xp = backend.xp
-        backend.sq_norm(g, norm)                                # ‖g‖²
+        backend.dot(g, g, norm)                                 # ‖g‖²
         xp.sqrt(norm, out=norm)
         xp.divide(norm, self.clip_norm, out=norm)
         xp.maximum(norm, 1.0, out=norm)

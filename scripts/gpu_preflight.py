@@ -14,10 +14,9 @@ In order, printing each finding:
     NumPy's versions (as CuPy reports them);
   * one GEMM (cuBLAS) against NumPy;
   * gpumlp's CUDA module compiled with NVRTC, every template instance fetched
-    (``gpumlp.kernels.launch.build(cupy)`` where it exists, else the RawModule the
-    library builds);
+    (``gpumlp.kernels.launch.build(cupy)``, the RawModule the library launches from);
   * one compiled kernel (the SGD update) launched through gpumlp against its twin;
-  * gpumlp's own probe (what tests/test_gpu.py skips on): it must find the GPU.
+  * gpumlp's own probe (what tests/test_gpu.py runs on): it must find the GPU.
 
 Exit status 0 when all of it holds; else 1, with one last line
 ``gpu_preflight: FAILED: <reason>`` (a broken CuPy fails here, loudly: it never skips).
@@ -25,7 +24,6 @@ With --json, everything found (versions, card, timings, the reason) is also writ
 """
 import argparse
 import datetime
-import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -181,25 +179,10 @@ def gemm(cupy, info):
 
 
 def compile_module(cupy, info):
-    from gpumlp import kernels
     t = time.perf_counter()
     try:
-        try:
-            launch = importlib.import_module("gpumlp.kernels.launch")
-        except ModuleNotFoundError as e:
-            if e.name != "gpumlp.kernels.launch":
-                raise
-            launch = None
-        build = getattr(launch, "build", None)
-        if build is not None:
-            via, n = "gpumlp.kernels.launch.build", build(cupy)
-        else:
-            names = kernels.instantiations()
-            module = cupy.RawModule(code=kernels.CUDA_SOURCE, options=("--std=c++14", "--fmad=false"),
-                                    name_expressions=names)
-            for name in names:
-                module.get_function(name)
-            via, n = "cupy.RawModule", len(names)
+        from gpumlp.kernels import launch
+        via, n = "gpumlp.kernels.launch.build", launch.build(cupy)
     except Exception as e:
         traceback.print_exc(file=sys.stdout)
         raise PreflightError(f"NVRTC could not build gpumlp's CUDA module ({type(e).__name__}: {first_line(e)})") from e

@@ -107,7 +107,7 @@ def test_a_training_run_on_the_gpu_learns_the_digits(cupy):
     net = gpumlp.MLP([64, 256, 10], device="gpu", seed=0)
     assert net.backend.mode == kernels.fused_mode()          # "auto" unless GPUMLP_FUSED says otherwise
     with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
+        warnings.filterwarnings("error", message="gpumlp: the compiled kernel")
         h = fit(net, s(X[:, train]), y[train], gpumlp.SGD(0.1, 0.9, 1e-3), epochs=30,
                 X_test=s(X[:, test]), y_test=y[test], progress=False, log=lambda line: None)
     assert h[-1]["test_accuracy"] >= 0.97
@@ -171,18 +171,22 @@ def test_every_compiled_kernel_matches_its_twin_on_the_gpu(cupy, dtype):
         same(out["fused"], out["twins"], ("sgd", momentum, wd))
 
 
-@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("net", ["wide", "wide+noise", "regression"])
 @pytest.mark.parametrize("mode", ["twins", "fused"])
-def test_a_steady_gpu_step_takes_no_memory_from_the_pool(cupy, mode, noise):
-    """Also with the noise scale's records (per-example norms and |ḡ|²) and gradient clipping.
-    The pool's cached free blocks are dropped first: a temporary taken and given back during
-    the step would otherwise come from the cache and go unseen."""
+def test_a_steady_gpu_step_takes_no_memory_from_the_pool(cupy, mode, net):
+    """Also with the noise scale's records (per-example norms and |ḡ|²) and gradient clipping,
+    and for regression onto one output (db of a layer of width 1 is a 1 × 1 product).  The
+    pool's cached free blocks are dropped first: a temporary taken and given back during the
+    step would otherwise come from the cache and go unseen."""
     from gpumlp.noise import _StepRecords
     from gpumlp.train import _Data, _step
-    net = gpumlp.MLP([784, 1024, 1024, 10], device=backends(cupy)[mode], seed=0)
-    X, y = random_problem([784, 1024, 1024, 10], 256, 0, "ce")
-    data, opt = _Data(net, X, y), gpumlp.SGD(0.01, 0.9, 1e-3, clip_norm=1.0 if noise else None)
-    k = net.backend.kernel(TABLE["ce"].kernel)
+    noise, loss = net == "wide+noise", "squared_error" if net == "regression" else "ce"
+    sizes = [16, 32, 1] if net == "regression" else [784, 1024, 1024, 10]
+    net = gpumlp.MLP(sizes, device=backends(cupy)[mode], seed=0)
+    X, y = random_problem(sizes, 256, 0, "mse" if loss == "squared_error" else loss)
+    data = _Data(net, X, y, TABLE[loss].kind)
+    opt = gpumlp.SGD(0.01, 0.9, 1e-3, clip_norm=1.0 if noise else None)
+    k = net.backend.kernel(TABLE[loss].kernel)
     records = _StepRecords(net, 1) if noise else None
     for _ in range(2):
         _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records)

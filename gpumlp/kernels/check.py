@@ -3,9 +3,11 @@
 The first launch of each (kernel, dtype) instance in a process also runs the kernel's twin on
 copies of the same inputs, with the twin's scratch, and compares what the two wrote: float
 results within :data:`TOLERANCE` (normwise, ‖a − b‖∞ / ‖b‖∞, with NaN and ±inf in the same
-places), bool results exactly.  A mismatch prints one warning naming the kernel, writes the
-twin's results in place of the compiled kernel's, and switches that instance to its twin for
-the rest of the process.  Later launches cost one dictionary look-up.
+places), bool results exactly.  A mismatch, or a compiled form that cannot be built or
+launched, prints one warning naming the kernel, writes the twin's results in place of the
+compiled kernel's, and switches that instance to its twin for the rest of the process (its
+scratch made once per shape).  Later launches cost a dictionary look-up.  The check holds,
+once, a copy of the kernel's arguments and the twin's scratch.
 
 What it cannot do: a launch that corrupts the CUDA context (an out-of-bounds write, say)
 cannot be undone from Python, which is why CI runs every instance of the source on the CPU
@@ -43,9 +45,17 @@ def _difference(a, b, dtype):
 def checked(backend, kernel, compiled, twin):
     """A launcher for ``kernel`` that runs ``compiled`` once it has agreed with ``twin`` (both
     take the kernel's arguments; ``twin`` needs its scratch, which :attr:`Kernel.scratch`
-    fills), and ``twin`` for good once it has not."""
+    makes, once per shape), and ``twin`` for good once it has not, or once the compiled form
+    could not be built or launched."""
+    lent = {}                            # the twin's scratch, by the shapes of the call
+
     def fallback(*args):
-        twin(*kernel.scratch(backend, args))
+        key = tuple(getattr(a, "shape", a is None) for a in args)
+        scratch = lent.get(key)
+        if scratch is None:
+            filled = kernel.scratch(backend, args)
+            scratch = lent[key] = {i: filled[i] for i, a in enumerate(args) if a is None}
+        twin(*(scratch.get(i, a) for i, a in enumerate(args)))
 
     def run(*args):
         dtype = np.dtype(args[0].dtype).name
@@ -65,19 +75,23 @@ def checked(backend, kernel, compiled, twin):
                 copies[id(a)] = xp.array(a, copy=True)
             return copies[id(a)]
         mirror = tuple(copy(a) for a in args)
-        compiled(*args)
-        fallback(*mirror)
         why = None
-        for i in kernel.outputs:
-            if args[i] is not None:
-                why = _difference(backend.to_numpy(args[i]), backend.to_numpy(mirror[i]), dtype)
-                if why:
-                    break
+        try:
+            compiled(*args)
+        except Exception as e:        # NVRTC, the driver, a launch refused: nothing was written
+            why = f"it could not be built or launched: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        fallback(*mirror)
+        if why is None:
+            for i in kernel.outputs:
+                if args[i] is not None:
+                    why = _difference(backend.to_numpy(args[i]), backend.to_numpy(mirror[i]), dtype)
+                    if why:
+                        why = f"it disagreed with its twin at its first launch ({why})"
+                        break
         verdicts[key] = why is None
         if why:
-            warnings.warn(f"gpumlp: the compiled kernel {kernel.instance(args, dtype)} disagreed with its twin at its "
-                          f"first launch ({why}); this process runs the twin for it from now on", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(f"gpumlp: the compiled kernel {kernel.instance(args, dtype)} is not used: {why}; this "
+                          f"process runs its twin from now on", RuntimeWarning, stacklevel=2)
             for i in kernel.outputs:
                 if args[i] is not None:
                     args[i][...] = mirror[i]

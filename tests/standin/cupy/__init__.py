@@ -17,8 +17,9 @@ CuPy backend on it, unchanged:
   module hands out, as CuPy's pool does: freed blocks stay cached (``total_bytes``) and are
   reused without looking at ``set_limit``, which is checked only when the pool must grow;
   ``free_all_blocks`` drops the cache.  A 1 × 1 ``matmul`` is modelled as CuPy runs it, through
-  its reduction path with a temporary the size of the operands; ``cublas.dot`` into a device
-  scalar takes none.
+  its reduction path with a temporary the size of the operands, and so is a reduction over the
+  whole array or the last axis of a C-contiguous one, which CuPy hands to CUB with temporaries;
+  ``cublas.dot`` into a device scalar takes none.
 * ``GPUMLP_STANDIN_BROKEN=nvrtc`` makes :class:`RawModule` fail, as a broken NVRTC would.
 
 What it cannot stand in for: NVRTC itself, cuBLAS's and the GPU's roundings, TF32, timings.
@@ -131,6 +132,8 @@ class ndarray(_np.ndarray):
         args = _host(inputs, what)
         if ufunc is _np.matmul and method == "__call__":
             _model_matmul(args)
+        if method == "reduce":
+            _model_cub(args[0], kwargs.get("axis", 0))
         result = getattr(ufunc, method)(*args, out=None if out is None else _host(out, what), **kwargs)
         if out is not None:
             return out[0] if len(out) == 1 else out
@@ -139,6 +142,8 @@ class ndarray(_np.ndarray):
     def __array_function__(self, func, types_, args, kwargs):
         what = func.__name__
         hargs, hkwargs = _host(args, what), {k: _host(v, what) for k, v in kwargs.items()}
+        if what in _REDUCTIONS and hargs:
+            _model_cub(hargs[0], hkwargs.get("axis", hargs[1] if len(hargs) > 1 else None))
         result = func(*hargs, **hkwargs)
         if kwargs.get("out") is not None:
             return kwargs["out"]
@@ -178,6 +183,21 @@ def _model_matmul(args):
     if getattr(a, "ndim", 0) == 2 and getattr(b, "ndim", 0) == 2 and a.shape[0] == 1 and b.shape[1] == 1 \
             and a.shape[1] > 1:
         _POOL.free(_POOL.malloc(a.shape[1] * a.dtype.itemsize))
+
+
+_REDUCTIONS = {"sum", "max", "min", "amax", "amin", "argmax", "argmin", "prod", "mean", "all", "any"}
+
+
+def _model_cub(a, axis):
+    """CuPy (CUPY_ACCELERATORS=cub, its default) runs a reduction over the whole array, or over
+    the last axis of a C-contiguous one, through CUB, which takes its result, segment offsets
+    and a workspace from the pool at every call: taken and given back at once here."""
+    if not isinstance(a, _np.ndarray) or a.size < 2:
+        return
+    last = axis is None or (a.ndim >= 2 and a.flags.c_contiguous and axis in (-1, a.ndim - 1, (a.ndim - 1,), (-1,)))
+    if last:
+        rows = 1 if axis is None else a.size // a.shape[-1]
+        _POOL.free(_POOL.malloc(rows * a.dtype.itemsize + (rows + 1) * 4 + 512))
 
 
 # -- creating and moving arrays -----------------------------------------------------------

@@ -6,6 +6,7 @@ the batch widths of evaluate and predict, the progress bar, the epoch log line, 
 documented defaults."""
 import re
 import sys
+import functools
 import time
 import types
 import warnings
@@ -634,3 +635,163 @@ def test_plain_sgd_makes_two_passes_and_keeps_no_velocity():
     opt.step(net)
     assert TALLY.other == ["multiply", "subtract"]
     np.testing.assert_array_equal(np.asarray(net.params), before - 0.25 * grads)
+
+
+# == the compiled path of 0.4.0: what mutmut found unchecked ==============================
+from gpumlp.kernels import check as CHECK       # noqa: E402
+from gpumlp.kernels import launch as LAUNCH     # noqa: E402
+from gpumlp.kernels import source as SOURCE     # noqa: E402
+
+
+def test_the_first_launch_check_compares_as_documented():
+    d = CHECK._difference
+    f = np.array([1.0, -2.0, 4.0])
+    assert d(np.array([True, False]), np.array([True, False]), "float32") is None
+    assert d(np.array([True, False, True]), np.array([True, True, False]), "float32") == "2 of 3 flags differ"
+    assert d(f, f.copy(), "float64") is None
+    assert d(np.array([np.nan, 1.0]), np.array([1.0, np.nan]), "float64") == "NaN in different places"
+    assert d(np.array([np.inf, 1.0]), np.array([np.inf, 1.0]), "float64") is None
+    assert d(np.array([np.inf, 1.0]), np.array([1.0, 1.0]), "float64") == "infinities in different places"
+    assert d(np.array([np.inf, 1.0]), np.array([-np.inf, 1.0]), "float64") == "infinities in different places"
+    assert d(np.array([np.inf, 4.0]), np.array([np.inf, 4.0 + 2e-12]), "float64") is None
+    assert d(np.zeros(3), np.zeros(3), "float64") is None
+    assert d(np.array([1e-30, 0.0]), np.zeros(2), "float64") == "non-zero values (1e-30) where the twin wrote zeros"
+    assert d(np.array([4.0 + 4e-5 * 1.0001]), np.array([4.0]), "float32").startswith("relative error 1e-05 > 1e-05")
+    assert d(np.array([4.0 + 4e-5 * 0.999]), np.array([4.0]), "float32") is None
+    assert d(np.array([], np.float32), np.array([], np.float32), "float32") is None
+    # float32 results are compared in float64: 16777217 is not a float32, but their difference is seen
+    assert d(np.array([2.0], np.float32), np.array([2.0 + 1e-4], np.float64), "float32").startswith("relative error")
+
+
+def test_each_kernel_fills_only_the_scratch_it_is_not_given():
+    cpu = gpumlp.get_backend("cpu")
+    D = np.ones((3, 4))
+    given = kernels.LossScratch(cpu, 3, 4, np.float64)
+    args = (D, np.zeros(4, np.int64), D, np.ones(4), np.ones(4, bool), 0.25, 1.0, given)
+    assert kernels.LOSS_KERNELS["ce"].scratch(cpu, args) is args
+    filled = kernels.LOSS_KERNELS["ce"].scratch(cpu, args[:7] + (None,))
+    assert isinstance(filled[7], kernels.LossScratch) and filled[7].onehot.shape == (3, 4)
+    p, tmp = np.ones(5, np.float32), np.ones(5, np.float32)
+    args = (p, np.ones(6), None, 0.1, 0.0, 0.0, tmp)
+    assert kernels.SGD_KERNEL.scratch(cpu, args) is args
+    filled = kernels.SGD_KERNEL.scratch(cpu, args[:6] + (None,))
+    assert filled[6].shape == (5,) and filled[6].dtype == np.float32
+    Z = np.ones((7, 4))
+    filled = kernels.SAMPLE_SQ_KERNEL.scratch(cpu, (D, Z, True, False, np.ones(4), None, None, None))
+    assert [a.shape for a in filled[5:]] == [(7, 4), (4,), (4,)]
+
+
+def test_the_module_is_built_once_with_the_options_and_every_function_fetched_once():
+    built, fetched = [], []
+
+    class Module:
+        def __init__(self, code, options=(), name_expressions=()):
+            built.append((code, options, tuple(name_expressions)))
+
+        def get_function(self, name):
+            fetched.append(name)
+            return lambda grid, block, args: None
+    fake = types.ModuleType("fakecupy")
+    fake.RawModule = Module
+    run = LAUNCH.sgd(fake, kernels.SGD_KERNEL)
+    p = np.zeros(3, np.float32)
+    for _ in range(3):
+        run(p, p, None, 0.1, 0.0, 0.0)
+    assert built == [(SOURCE.CUDA_SOURCE, ("--std=c++14", "--fmad=false"), tuple(SOURCE.instantiations()))]
+    assert fetched == ["sgd<float, 0, 0>"]
+    assert LAUNCH.build(fake) == len(SOURCE.instantiations()) and len(built) == 1
+    del LAUNCH._modules[fake]
+
+
+def test_the_grid_covers_n_with_the_fewest_blocks_up_to_the_limit():
+    assert LAUNCH._grid(1) == ((1,), (256,)) and LAUNCH._grid(0) == ((1,), (256,))
+    assert LAUNCH._grid(256) == ((1,), (256,)) and LAUNCH._grid(257) == ((2,), (256,))
+    assert LAUNCH._grid(256 * 65535) == ((65535,), (256,)) and LAUNCH._grid(10**9) == ((65535,), (256,))
+
+
+def test_the_source_is_read_from_the_package_file():
+    from pathlib import Path
+    assert SOURCE._read() == (Path(SOURCE.__file__).with_name("fused.cu")).read_text(encoding="utf-8")
+    assert "‖" in SOURCE._read()                 # not ASCII: read as UTF-8 whatever the locale
+
+
+def test_the_twins_mode_builds_no_module(standin, monkeypatch):
+    """GPUMLP_FUSED=0 runs the twins: nothing is compiled."""
+    monkeypatch.setattr(LAUNCH, "_modules", {})
+    net = gpumlp.MLP([4, 6, 3], device=B.CupyBackend(standin, fused=False), seed=0)
+    fit(net, np.ones((4, 8)), np.arange(8) % 3, gpumlp.SGD(0.1), epochs=1, batch_size=4, progress=False)
+    assert LAUNCH._modules == {}
+
+
+def test_the_check_keeps_arguments_passed_twice_one_buffer(standin, monkeypatch):
+    """A linear layer with a bias passes S as its Z: the twin's copies must alias likewise, or
+    the check compares a stale Z (caught only with non-zero biases)."""
+    monkeypatch.setattr(CHECK, "verdicts", {})
+    net = gpumlp.MLP([4, 5, 3], activation="tanh", device=B.CupyBackend(standin, fused="auto"), seed=0)
+    net.set_params(net.get_params()[0], [np.full((5, 1), 0.5), np.full((3, 1), -0.25)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="gpumlp: the compiled kernel")
+        net.forward(np.ones((4, 6)))
+    assert CHECK.verdicts[("bias_act<{T}, 0, 1>", (), "float32")] is True
+
+
+def test_the_checks_warning_names_the_instance_and_the_error(standin, monkeypatch):
+    monkeypatch.setattr(CHECK, "verdicts", {})
+
+    def broken(*args):
+        raise RuntimeError("cuLaunchKernel failed\nsecond line")
+    k = kernels.act_grad(ACTIVATIONS["relu"])
+    be = B.CupyBackend(standin, fused="auto")
+    run = CHECK.checked(be, k, broken, functools.partial(k.twin, standin))
+    S = standin.asarray(np.array([[1.0, -1.0]], np.float32))
+    D = standin.asarray(np.array([[2.0, 3.0]], np.float32))
+    with pytest.warns(RuntimeWarning) as caught:
+        run(S, S, D, None, None)
+    assert str(caught[0].message) == ("gpumlp: the compiled kernel act_grad<float, 1> is not used: it could not be "
+                                      "built or launched: RuntimeError: cuLaunchKernel failed; this process runs "
+                                      "its twin from now on")
+    assert caught[0].filename == __file__                      # the warning points at the caller
+    assert np.array_equal(standin.asnumpy(D), [[2.0, 0.0]])
+    monkeypatch.setattr(CHECK, "verdicts", {})
+
+    def silent(*args):
+        raise RuntimeError()
+    run = CHECK.checked(be, k, silent, functools.partial(k.twin, standin))
+    with pytest.warns(RuntimeWarning, match="could not be built or launched: RuntimeError: ; this process"):
+        run(S, S, standin.asarray(np.ones((1, 2), np.float32)), None, None)
+
+
+def test_the_cupy_backend_moves_arrays_as_documented(standin):
+    be = B.CupyBackend(standin, fused=False)
+    dev = standin.asarray(np.arange(3.0))
+    assert be.asarray(dev, np.float64, copy=False) is dev
+    again = be.asarray(dev, np.float64)
+    assert again is not dev and not np.shares_memory(again.view(np.ndarray), dev.view(np.ndarray))
+    host = np.arange(3.0)
+    out = be.to_numpy(host)
+    assert type(out) is np.ndarray and out is not host and not np.shares_memory(out, host)
+    out = be.to_numpy(dev)
+    assert type(out) is np.ndarray and not np.shares_memory(out, dev.view(np.ndarray))
+
+
+def test_the_cupy_backend_finds_cublas_as_a_submodule(monkeypatch):
+    """CuPy may not import cupy.cublas with the package: the backend imports it by name."""
+    calls = []
+    fake, blas = types.ModuleType("fakecupy2"), types.ModuleType("fakecupy2.cublas")
+    blas.dot = lambda x, y, out: calls.append((x, y, out))
+    monkeypatch.setitem(sys.modules, "fakecupy2", fake)
+    monkeypatch.setitem(sys.modules, "fakecupy2.cublas", blas)
+    B.CupyBackend(fake, fused=False).dot("x", "y", "out")
+    assert calls == [("x", "y", "out")]
+
+
+def test_the_probe_reads_the_version_it_can(monkeypatch):
+    module = fake_cupy(monkeypatch, count=1)
+    del module.__version__
+    backend, why = B._probe_cupy()
+    assert backend is None and why.startswith("CuPy 0 is too old")
+    module.__version__ = "dev14"
+    assert B._probe_cupy()[1].startswith("CuPy dev14 is too old")
+    module.__version__ = "14.0.0rc1"
+    probe = B._probe_cupy()
+    assert probe[0] is not None and probe[1] is None and probe.absent is False

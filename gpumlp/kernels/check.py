@@ -37,8 +37,12 @@ def _difference(a, b, dtype):
     if not np.array_equal(a[inf], b[inf]):
         return "infinities in different places"
     a, b = a[np.isfinite(b)], b[np.isfinite(b)]
-    scale = np.max(np.abs(b)) if b.size else 0.0
-    err = 0.0 if scale == 0 else float(np.max(np.abs(a - b)) / scale)
+    if not b.size:
+        return None
+    scale, diff = np.max(np.abs(b)), np.max(np.abs(a - b))
+    if scale == 0:
+        return None if diff == 0 else f"non-zero values ({diff:.3g}) where the twin wrote zeros"
+    err = float(diff / scale)
     return None if err <= TOLERANCE[dtype] else f"relative error {err:.3g} > {TOLERANCE[dtype]:g}"
 
 

@@ -679,6 +679,11 @@ def test_each_kernel_fills_only_the_scratch_it_is_not_given():
     Z = np.ones((7, 4))
     filled = kernels.SAMPLE_SQ_KERNEL.scratch(cpu, (D, Z, True, False, np.ones(4), None, None, None))
     assert [a.shape for a in filled[5:]] == [(7, 4), (4,), (4,)]
+    relu = kernels.act_grad(ACTIVATIONS["relu"])
+    mask, tmp = np.ones((3, 4), bool), np.ones((3, 4))
+    assert relu.scratch(cpu, (D, D, D, mask, tmp))[3:] == (mask, tmp)
+    filled = relu.scratch(cpu, (D, D, D, None, None))
+    assert (filled[3].dtype, filled[3].shape, filled[4].dtype, filled[4].shape) == (np.bool_, (3, 4), np.float64, (3, 4))
 
 
 def test_the_module_is_built_once_with_the_options_and_every_function_fetched_once():
@@ -795,3 +800,16 @@ def test_the_probe_reads_the_version_it_can(monkeypatch):
     module.__version__ = "14.0.0rc1"
     probe = B._probe_cupy()
     assert probe[0] is not None and probe[1] is None and probe.absent is False
+
+
+def test_the_check_compares_every_result_a_kernel_writes(standin, monkeypatch):
+    """bias_act writes S (with its bias) as well as Z: a compiled form that forgot S is caught."""
+    monkeypatch.setattr(CHECK, "verdicts", {})
+    monkeypatch.setattr(LAUNCH, "_modules", {})
+    wrong = SOURCE.CUDA_SOURCE.replace("if (BIAS) { s = s + b[i / cols]; S[i] = s; }", "if (BIAS) { s = s + b[i / cols]; }")
+    assert wrong != SOURCE.CUDA_SOURCE
+    monkeypatch.setattr(SOURCE, "CUDA_SOURCE", wrong)
+    net = gpumlp.MLP([4, 5, 3], device=B.CupyBackend(standin, fused="auto"), seed=0)
+    net.set_params(net.get_params()[0], [np.full((5, 1), 0.5), np.full((3, 1), -0.25)])
+    with pytest.warns(RuntimeWarning, match=r"compiled kernel bias_act<float, 1, 1> is not used: it disagreed"):
+        net.forward(np.ones((4, 6)))

@@ -658,6 +658,7 @@ def test_the_first_launch_check_compares_as_documented():
     assert d(np.array([1e-30, 0.0]), np.zeros(2), "float64") == "non-zero values (1e-30) where the twin wrote zeros"
     assert d(np.array([4.0 + 4e-5 * 1.0001]), np.array([4.0]), "float32").startswith("relative error 1e-05 > 1e-05")
     assert d(np.array([4.0 + 4e-5 * 0.999]), np.array([4.0]), "float32") is None
+    assert d(np.array([100001.0]), np.array([100000.0]), "float32") is None          # exactly the tolerance
     assert d(np.array([], np.float32), np.array([], np.float32), "float32") is None
     # float32 results are compared in float64: 16777217 is not a float32, but their difference is seen
     assert d(np.array([2.0], np.float32), np.array([2.0 + 1e-4], np.float64), "float32").startswith("relative error")
@@ -705,6 +706,7 @@ def test_the_module_is_built_once_with_the_options_and_every_function_fetched_on
     assert built == [(SOURCE.CUDA_SOURCE, ("--std=c++14", "--fmad=false"), tuple(SOURCE.instantiations()))]
     assert fetched == ["sgd<float, 0, 0>"]
     assert LAUNCH.build(fake) == len(SOURCE.instantiations()) and len(built) == 1
+    assert fetched[1:] == SOURCE.instantiations()                        # build fetches every instance
     del LAUNCH._modules[fake]
 
 
@@ -775,6 +777,7 @@ def test_the_cupy_backend_moves_arrays_as_documented(standin):
     host = np.arange(3.0)
     out = be.to_numpy(host)
     assert type(out) is np.ndarray and out is not host and not np.shares_memory(out, host)
+    assert np.array_equal(out, host) and np.array_equal(be.to_numpy(dev), host)
     out = be.to_numpy(dev)
     assert type(out) is np.ndarray and not np.shares_memory(out, dev.view(np.ndarray))
 

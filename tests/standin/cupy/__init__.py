@@ -244,7 +244,8 @@ def ascontiguousarray(a, dtype=None):
 
 
 def asnumpy(a):
-    return a.get() if isinstance(a, ndarray) else _np.array(a, copy=True)
+    """A host copy of a device array; anything else as numpy.asarray gives it (no copy), as CuPy."""
+    return a.get() if isinstance(a, ndarray) else _np.asarray(a)
 
 
 def __getattr__(name):

@@ -10,11 +10,12 @@ allocation.
 
 With ``fused=True`` the backend stands in for CuPy with the compiled kernels: a
 fused kernel is logged once, by its name, and its NumPy twin runs unlogged (with
-the scratch of :attr:`gpumlp.kernels.Kernel.scratch`, made once and lent, as the
+the scratch :meth:`gpumlp.kernels.Kernel.lend` makes once and lends, as the
 compiled kernel needs none).  With ``fused=False``
 each call inside the twins is logged, as it would launch on CuPy with the switch off.
 """
 import contextlib
+import functools
 
 import numpy as np
 
@@ -131,7 +132,6 @@ class CountingBackend(Backend):
         self._twins = np      # the twins call NumPy's functions, as they call CuPy's on a GPU
         self.fused = fused
         self.name = f"counting({'fused' if fused else 'twins'})"
-        self._lent = {}           # the twins' scratch on the fused path, made once per kernel and shapes
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype).view(CountingArray)
@@ -155,14 +155,10 @@ class CountingBackend(Backend):
         if not self.fused or k.cuda is None:
             return super().kernel(k)
 
+        twin = k.lend(Backend(), functools.partial(k.twin, np))     # the compiled kernel needs no scratch
+
         def run(*args):                       # one compiled kernel: logged once, its twin run unlogged
             TALLY.log(k.name)
             with TALLY.pause():
-                plain = _plain(args)
-                key = (k.name,) + tuple(getattr(a, "shape", a is None) for a in plain)
-                lent = self._lent.get(key)
-                if lent is None:                   # the compiled kernel needs none: lent, not counted
-                    filled = k.scratch(Backend(), plain)
-                    lent = self._lent[key] = {i: filled[i] for i, a in enumerate(plain) if a is None}
-                k.twin(np, *(lent.get(i, a) for i, a in enumerate(plain)))
+                twin(*_plain(args))
         return run

@@ -77,12 +77,33 @@ class Kernel:
         self.outputs, self.scratch = outputs, scratch or (lambda backend, args: args)
         self.variant = variant or (lambda args: ())
 
+    def template(self, values):
+        """``cuda`` with its parameters other than ``{T}`` set, in order, to ``values`` (a
+        :meth:`variant`): the template the launcher compiles for ``T``."""
+        name = self.cuda
+        for value in values:
+            at = name.index("{", name.index("{T}") + 3)
+            name = name[:at] + str(int(value)) + name[name.index("}", at) + 1:]
+        return name
+
     def instance(self, args, dtype):
         """The name expression of the instance a call with ``args`` at ``dtype`` launches."""
-        name = self.cuda.replace("{T}", TYPES[np.dtype(dtype).name])
-        for value in self.variant(args):
-            name = name[:name.index("{")] + str(int(value)) + name[name.index("}") + 1:]
-        return name
+        return self.template(self.variant(args)).replace("{T}", TYPES[np.dtype(dtype).name])
+
+    def lend(self, backend, twin):
+        """``twin`` (which takes the kernel's arguments and needs its scratch) for callers that
+        pass no scratch, as the fused path's do: the scratch is made on ``backend`` once per
+        shape of the call's arguments, and lent after."""
+        lent = {}
+
+        def run(*args):
+            key = tuple(getattr(a, "shape", a is None) for a in args)
+            scratch = lent.get(key)
+            if scratch is None:
+                filled = self.scratch(backend, args)
+                scratch = lent[key] = {i: filled[i] for i, a in enumerate(args) if a is None}
+            twin(*(scratch.get(i, a) for i, a in enumerate(args)))
+        return run
 
     def __repr__(self):
         return f"<gpumlp kernel {self.name}>"

@@ -51,15 +51,7 @@ def checked(backend, kernel, compiled, twin):
     take the kernel's arguments; ``twin`` needs its scratch, which :attr:`Kernel.scratch`
     makes, once per shape), and ``twin`` for good once it has not, or once the compiled form
     could not be built or launched."""
-    lent = {}                            # the twin's scratch, by the shapes of the call
-
-    def fallback(*args):
-        key = tuple(getattr(a, "shape", a is None) for a in args)
-        scratch = lent.get(key)
-        if scratch is None:
-            filled = kernel.scratch(backend, args)
-            scratch = lent[key] = {i: filled[i] for i, a in enumerate(args) if a is None}
-        twin(*(scratch.get(i, a) for i, a in enumerate(args)))
+    fallback = kernel.lend(backend, twin)
 
     def run(*args):
         dtype = np.dtype(args[0].dtype).name

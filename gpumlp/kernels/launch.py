@@ -103,27 +103,36 @@ def target_loss(cupy, kernel):
     return run
 
 
-def _variants(kernel, a, b):
-    """The kernel's template for each value (0, 1) of its two parameters ``a`` and ``b``."""
-    return {(i, j): kernel.cuda.replace(a, str(i)).replace(b, str(j)) for i in (0, 1) for j in (0, 1)}
+def _template(kernel):
+    """The kernel's template for the variant a call selects (:meth:`Kernel.variant`), each
+    made once."""
+    made = {}
+
+    def template(args):
+        values = kernel.variant(args)
+        name = made.get(values)
+        if name is None:
+            name = made[values] = kernel.template(values)
+        return name
+    return template
 
 
 def sgd(cupy, kernel):
-    variants = _variants(kernel, "{M}", "{D}")
+    template = _template(kernel)
 
     def run(p, g, v, lr, momentum, weight_decay, tmp=None):
         T = _scalar(p.dtype)
-        fn = _function(cupy, variants[v is not None, weight_decay != 0], p.dtype)
+        fn = _function(cupy, template((p, g, v, lr, momentum, weight_decay)), p.dtype)
         fn(*_grid(p.size), (p, g, p if v is None else v, np.int64(p.size), T(lr), T(momentum), T(weight_decay)))
     return run
 
 
 def sample_sq(cupy, kernel):
-    variants = _variants(kernel, "{B}", "{F}")
+    template = _template(kernel)
 
     def run(D, Z, bias, first, out, tmp=None, dn=None, zn=None):
         n = D.shape[1]
         zr, zc = (s // Z.itemsize for s in Z.strides)
-        fn = _function(cupy, variants[bool(bias), bool(first)], D.dtype)
+        fn = _function(cupy, template((D, Z, bias, first)), D.dtype)
         fn(*_grid(n), (D, Z, out, np.int32(D.shape[0]), np.int32(Z.shape[0]), np.int64(n), np.int64(zr), np.int64(zc)))
     return run

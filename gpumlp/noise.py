@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-__all__ = ["estimate", "NoiseScale"]
+__all__ = ["estimate", "NoiseScale", "StepRecords"]
 
 
 def estimate(sum_s, grad_sq, batch_size, population=None):
@@ -156,7 +156,7 @@ def _ratio(trace, grad_sq):
     return value if math.isfinite(value) else None
 
 
-class _StepRecords:
+class StepRecords:
     """One epoch's per-step device records, Σ_n s_n and |ḡ|², for the host to read once
     at the end of the epoch (so the steps never wait on it).  In the model's dtype:
     |ḡ|² of a float32 model is a float32 dot product."""

@@ -178,7 +178,7 @@ def test_a_steady_gpu_step_takes_no_memory_from_the_pool(cupy, mode, net):
     and for regression onto one output (db of a layer of width 1 is a 1 × 1 product).  The
     pool's cached free blocks are dropped first: a temporary taken and given back during the
     step would otherwise come from the cache and go unseen."""
-    from gpumlp.noise import _StepRecords
+    from gpumlp.noise import StepRecords
     from gpumlp.train import _Data, _step
     noise, loss = net == "wide+noise", "squared_error" if net == "regression" else "ce"
     sizes = [16, 32, 1] if net == "regression" else [784, 1024, 1024, 10]
@@ -187,7 +187,7 @@ def test_a_steady_gpu_step_takes_no_memory_from_the_pool(cupy, mode, net):
     data = _Data(net, X, y, TABLE[loss].kind)
     opt = gpumlp.SGD(0.01, 0.9, 1e-3, clip_norm=1.0 if noise else None)
     k = net.backend.kernel(TABLE[loss].kernel)
-    records = _StepRecords(net, 1) if noise else None
+    records = StepRecords(net, 1) if noise else None
     for _ in range(2):
         _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records)
     cupy.cuda.get_current_stream().synchronize()

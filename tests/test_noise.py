@@ -297,13 +297,13 @@ def test_a_step_with_noise_records_allocates_nothing():
     """The noise-scale records are per-step device rows: a steady step still allocates no
     buffer, and the records cost only a sample_sq kernel per layer and two dot products
     (cuBLAS's on a GPU; 1 × 1 GEMMs here)."""
-    from gpumlp.noise import _StepRecords
+    from gpumlp.noise import StepRecords
     from gpumlp.train import _Data, _step
     net = gpumlp.MLP([20, 16, 16, 4], dtype="float32", device=CountingBackend(fused=True), seed=0)
     data = _Data(net, np.zeros((20, 32)), np.zeros(32, int))
     opt, k = gpumlp.SGD(0.1, 0.9), net.backend.kernel(LOSSES["ce"].kernel)
     counts = []
-    for records in (None, _StepRecords(net, 3)):
+    for records in (None, StepRecords(net, 3)):
         for i in range(3):
             TALLY.clear()
             _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records, i)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._checks import number, positive_int
 from .losses import check_margin, get_loss
-from .noise import NoiseScale, _StepRecords
+from .noise import NoiseScale, StepRecords
 from .optim import SGD
 from .train import _Data, _Plan, _score, _step
 
@@ -92,7 +92,7 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     train, test = _Data(net, X, y), _Data(net, X_test, y_test)
     kernel = backend.kernel(entry.kernel)
     N, peak_lr = train.N, optimizer.lr
-    records = _StepRecords(net, -(-N // batch_size)) if noise_scale else None
+    records = StepRecords(net, -(-N // batch_size)) if noise_scale else None
     noise = NoiseScale(population=N) if noise_scale else None
     rng = np.random.default_rng(seed)
     micro = None if micro_batch is None else positive_int(micro_batch, "micro_batch")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ._checks import positive_int, to_labels
 from .losses import check_margin, get_loss, targets
-from .noise import NoiseScale, _StepRecords
+from .noise import NoiseScale, StepRecords
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "TrainState", "OutOfDeviceMemory"]
 
@@ -111,7 +111,7 @@ def _forward_loss(net, Z0, labels, loss_kernel, margin, inv_norm, loss_out, hit_
 
 def _step(net, Z0, labels, loss_kernel, margin, optimizer, loss_out, hit_out, records=None, i=0):
     """One training step on a device batch, with no checks and no host reads.  With
-    ``records`` (a :class:`gpumlp.noise._StepRecords`), the per-example gradient norms and
+    ``records`` (a :class:`gpumlp.noise.StepRecords`), the per-example gradient norms and
     |ḡ|² of the batch go into its row i, between the backward pass and the update."""
     _forward_loss(net, Z0, labels, loss_kernel, margin, 1.0 / Z0.shape[1], loss_out, hit_out)
     net._backward()
@@ -297,7 +297,7 @@ def _epoch(net, data, kernel, margin, optimizer, rng, batch_size, epoch, bar, te
     data.shuffle(backend, backend.asarray(rng.permutation(N), backend.dtype("int64")))
     starts = range(0, N, batch_size)
     if noise is not None and data.records is None:
-        data.records = _StepRecords(net, len(starts))
+        data.records = StepRecords(net, len(starts))
     records = None if noise is None else data.records
     parallel = None if plan is None else plan.parallel
     if parallel is not None:                    # each rank fills only its columns' losses and hits

@@ -127,7 +127,7 @@ class Contenders:
 
     def __init__(self, ctx, sizes, N, noise_scale=False):
         from gpumlp.losses import LOSSES
-        from gpumlp.noise import _StepRecords
+        from gpumlp.noise import StepRecords
         from gpumlp.train import _Data, _step
         gpumlp, np, xp, torch = ctx.gpumlp, ctx.np, ctx.xp, ctx.torch
         self.ctx, self.N = ctx, N
@@ -144,7 +144,7 @@ class Contenders:
         self.steps = [("gpumlp", gpumlp_step, ctx.sync)]
 
         if noise_scale:
-            records = _StepRecords(net, 1)
+            records = StepRecords(net, 1)
 
             def noise_step():
                 _step(net, Z0, data.y, kernel, 1.0, opt, data.loss, data.hit, records, 0)

@@ -10,47 +10,20 @@ import os
 import shutil
 import sys
 
-import numpy as np
 import pytest
 
 import gpumlp
 from gpumlp import backend as B
-from gpumlp.backend import ArrayAPIBackend
+from gpumlp.testing import host, random_problem, rel_err, strict_backend
+
+__all__ = ["host", "random_problem", "rel_err", "strict_backend", "load_standin"]   # the tests import these
 
 STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin", "cupy", "__init__.py")
-
-
-def strict_backend():
-    if os.environ.get("CI"):
-        import array_api_strict as xps      # CI installs it: never skip there
-    else:
-        xps = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
-    return ArrayAPIBackend(xps, xps.Device("device1"))
 
 
 @pytest.fixture(params=["numpy", "strict"])
 def backend(request):
     return gpumlp.get_backend("cpu") if request.param == "numpy" else strict_backend()
-
-
-def host(a):
-    return gpumlp.to_numpy(a)
-
-
-def rel_err(a, b):
-    """Normwise relative error ‖a − b‖_∞ / ‖b‖_∞ (0 when both are 0)."""
-    a, b = np.asarray(host(a), np.float64), np.asarray(host(b), np.float64)
-    scale = np.max(np.abs(b)) if b.size else 0.0
-    return 0.0 if scale == 0 else float(np.max(np.abs(a - b)) / scale)
-
-
-def random_problem(sizes, n, seed, loss="mse"):
-    """X (d0 × N), and targets for ``loss``: T (dL × N) for mse, labels (N,) otherwise."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((sizes[0], n))
-    if loss == "mse":
-        return X, rng.standard_normal((sizes[-1], n))
-    return X, rng.integers(0, sizes[-1], n)
 
 
 def load_standin():

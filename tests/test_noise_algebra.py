@@ -1,0 +1,186 @@
+"""The exact algebra of gpumlp.noise: averaged over EVERY batch a small population can give,
+the estimates equal tr(Σ) and |G|² to rounding, so a bias as small as D where D − 1 belongs
+is caught (the statistical tests of test_noise.py, at 5 standard errors, cannot see it).
+
+What the module claims (its docstring): for per-example gradients g_1..g_D, G = mean_i g_i and
+tr(Σ) = mean_i |g_i − G|² (the covariance of one example drawn uniformly from the D, normalised
+by D).  A batch of B gives sum_s = Σ_n |g_n / B|² (the per-example gradients of a *mean* loss)
+and grad_sq = |ḡ|².  Then
+  * population=D, batches drawn without replacement: E[tr_est] = tr(Σ), E[G2_est] = |G|²;
+  * population=None, i.i.d. draws (with replacement): E[tr_est] = tr(Σ), E[G2_est] = |G|²;
+    the same estimates over batches drawn without replacement average to tr(Σ)·D/(D − 1)
+    and |G|² − tr(Σ)/(D − 1) (the docstring's "low by about tr(Σ)/D").
+"""
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gpumlp.noise import NoiseScale, estimate
+
+D = 6
+RNG = np.random.default_rng(7)
+GRADS = RNG.normal(size=(D, 3)) + np.array([0.7, -0.4, 0.2])      # per-example gradients, G ≠ 0
+G = GRADS.mean(axis=0)
+TRACE = float(((GRADS - G) ** 2).sum(axis=1).mean())                # normalised by D
+G2 = float(G @ G)
+
+
+def _batches(B, replace):
+    """Every batch of B examples: all B-subsets, or all ordered B-tuples with replacement."""
+    pick = itertools.product(range(D), repeat=B) if replace else itertools.combinations(range(D), B)
+    return [list(p) for p in pick]
+
+
+def _inputs(batches):
+    """(sum_s, grad_sq, B) of each batch, as gpumlp's engine measures them for a mean loss."""
+    B = len(batches[0])
+    g = GRADS[np.array(batches)]                                   # batches × B × 3
+    sum_s = ((g / B) ** 2).sum(axis=(1, 2))
+    gbar = g.mean(axis=1)
+    return sum_s, (gbar ** 2).sum(axis=1), np.full(len(batches), B)
+
+
+def test_the_population_is_not_degenerate():
+    assert TRACE > 0.5 and G2 > 0.3 and abs(TRACE - G2) > 0.1
+
+
+@pytest.mark.parametrize("B", [2, 3, 5, 6])
+def test_without_replacement_with_the_population_averages_to_trace_and_g2(B):
+    batches = _batches(B, replace=False)
+    assert len(batches) == math.comb(D, B)
+    tr, g2 = estimate(*_inputs(batches), population=D)
+    assert tr.shape == g2.shape == (len(batches),) and tr.dtype == g2.dtype == np.float64
+    assert tr.mean() == pytest.approx(TRACE, rel=1e-12, abs=1e-12)
+    assert g2.mean() == pytest.approx(G2, rel=1e-12, abs=1e-12)
+
+
+def test_the_whole_population_as_one_batch_is_exact():
+    """B = D: the batch is the population, so |G|²_est must be |ḡ|² itself and tr_est the population variance."""
+    tr, g2 = estimate(*_inputs([list(range(D))]), population=D)
+    assert tr[0] == pytest.approx(TRACE, rel=1e-13) and g2[0] == pytest.approx(G2, rel=1e-13)
+
+
+@pytest.mark.parametrize("B", [2, 3])
+def test_iid_draws_without_a_population_average_to_trace_and_g2(B):
+    batches = _batches(B, replace=True)
+    assert len(batches) == D ** B
+    tr, g2 = estimate(*_inputs(batches))
+    assert tr.mean() == pytest.approx(TRACE, rel=1e-12, abs=1e-12)
+    assert g2.mean() == pytest.approx(G2, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("B", [2, 3])
+def test_without_a_population_draws_without_replacement_are_biased_as_documented(B):
+    tr, g2 = estimate(*_inputs(_batches(B, replace=False)))
+    assert tr.mean() == pytest.approx(TRACE * D / (D - 1), rel=1e-12)
+    assert g2.mean() == pytest.approx(G2 - TRACE / (D - 1), rel=1e-12)
+
+
+def test_one_batch_by_hand():
+    """Examples 0, 2, 5 of the population, formula by formula, without the module's own algebra."""
+    g = GRADS[[0, 2, 5]]
+    m = (g ** 2).sum(axis=1).mean()
+    gbar2 = float(g.mean(axis=0) @ g.mean(axis=0))
+    V = 3 / 2 * (m - gbar2)                                             # the sample variance, B − 1
+    sum_s, grad_sq, B = _inputs([[0, 2, 5]])
+    tr, g2 = estimate(float(sum_s[0]), float(grad_sq[0]), 3, population=D)
+    assert float(tr) == pytest.approx(V * 5 / 6, rel=1e-13)
+    assert float(g2) == pytest.approx(gbar2 - V * 5 / 6 * 3 / (3 * 5), rel=1e-13)
+    tr, g2 = estimate(float(sum_s[0]), float(grad_sq[0]), 3)
+    assert float(tr) == pytest.approx(V, rel=1e-13) and float(g2) == pytest.approx(gbar2 - V / 3, rel=1e-13)
+
+
+def test_mixed_batch_sizes_in_one_call():
+    """The last batch of an epoch is shorter: each estimate uses its own B."""
+    b2, b3 = _batches(2, False), _batches(3, False)
+    parts = [_inputs(b2), _inputs(b3)]
+    sum_s, grad_sq, B = (np.concatenate(a) for a in zip(*parts, strict=True))
+    tr, g2 = estimate(sum_s, grad_sq, B, population=D)
+    assert tr[:len(b2)].mean() == pytest.approx(TRACE, rel=1e-12)
+    assert tr[len(b2):].mean() == pytest.approx(TRACE, rel=1e-12)
+    assert g2[len(b2):].mean() == pytest.approx(G2, rel=1e-12)
+
+
+@pytest.mark.parametrize("B", [2, 3])
+def test_noise_scale_means_over_every_batch_give_the_exact_ratio(B):
+    """b_simple_mean is the ratio of the means (never a mean of ratios): over every B-subset,
+    exactly tr(Σ)/|G|²."""
+    ns = NoiseScale(population=D).update(*_inputs(_batches(B, replace=False)))
+    assert ns.steps == math.comb(D, B) and ns.samples == B * math.comb(D, B)
+    assert ns.b_simple_mean == pytest.approx(TRACE / G2, rel=1e-12)
+
+
+def test_noise_scale_skips_batches_of_one_but_counts_their_samples():
+    sum_s, grad_sq, B = _inputs(_batches(2, replace=False))
+    ns = NoiseScale(population=D).update(np.append(sum_s, 9.0), np.append(grad_sq, 1.0), np.append(B, 1))
+    assert ns.steps == len(B) and ns.samples == 2 * len(B) + 1
+    assert ns.b_simple_mean == pytest.approx(TRACE / G2, rel=1e-12)
+
+
+# -- the state through its JSON, immediately and after another update ------------------------
+
+PROPERTIES = ("population", "decay", "start_samples", "steps", "samples", "trace", "grad_sq", "b_simple",
+              "b_simple_mean", "b_simple_start")
+
+
+def _same(a, b):
+    for name in PROPERTIES:
+        assert getattr(a, name) == getattr(b, name), name      # exact: floats through JSON round-trip exactly
+    assert a.to_json() == b.to_json()
+
+
+def _through_json(ns):
+    return NoiseScale.from_json(json.loads(json.dumps(ns.to_json())))
+
+
+def test_noise_scale_round_trips_through_json_immediately_and_after_another_update():
+    sum_s, grad_sq, B = _inputs(_batches(3, replace=False))
+    ns = NoiseScale(population=D, decay=0.8, start_samples=12)
+    ns.update(sum_s[:7], grad_sq[:7], B[:7])                          # 21 samples: the start is the first 4
+    assert ns.b_simple_start != ns.b_simple_mean != ns.b_simple        # three different averages to tell apart
+    assert None not in (ns.trace, ns.grad_sq, ns.b_simple, ns.b_simple_mean, ns.b_simple_start)
+    copy = _through_json(ns)
+    _same(ns, copy)
+    for x in (ns, copy):                                               # another update on both: still the same
+        x.update(sum_s[7:], grad_sq[7:], B[7:])
+    _same(ns, copy)
+    assert ns.steps == 20 and ns.samples == 60
+    again = _through_json(copy)
+    _same(ns, again)
+    assert again.b_simple_mean == pytest.approx(TRACE / G2, rel=1e-12)
+
+
+def test_a_fresh_noise_scale_round_trips():
+    ns = NoiseScale()
+    copy = _through_json(ns)
+    _same(ns, copy)
+    assert copy.trace is None and copy.population is None and copy.start_samples == 1
+
+
+def test_an_update_split_anywhere_gives_the_same_state():
+    """Feeding the batches one call at a time (as the engine does between scorings) or all at once."""
+    sum_s, grad_sq, B = _inputs(_batches(2, replace=False))
+    whole = NoiseScale(population=D, decay=0.9).update(sum_s, grad_sq, B)
+    parts = NoiseScale(population=D, decay=0.9)
+    for i in range(len(B)):
+        parts.update(sum_s[i], grad_sq[i], B[i])
+    for name in PROPERTIES:
+        a, b = getattr(whole, name), getattr(parts, name)
+        assert a == pytest.approx(b, rel=1e-13), name
+
+
+def test_the_start_is_the_batches_begun_within_start_samples():
+    """b_simple_start averages the batches that begin before start_samples examples were seen:
+    with B = 3 and start_samples = 12, the batches starting at 0, 3, 6 and 9 (not the one at 12)."""
+    sum_s, grad_sq, B = _inputs(_batches(3, replace=False))
+    tr, g2 = estimate(sum_s, grad_sq, B, population=D)
+    ns = NoiseScale(population=D, start_samples=12)
+    ns.update(sum_s[:2], grad_sq[:2], B[:2]).update(sum_s[2:], grad_sq[2:], B[2:])   # across two calls
+    assert ns.b_simple_start == pytest.approx(tr[:4].sum() / g2[:4].sum(), rel=1e-13)
+    assert ns.b_simple_start != pytest.approx(tr[:3].sum() / g2[:3].sum(), rel=1e-6)
+    assert ns.b_simple_mean == pytest.approx(tr.sum() / g2.sum(), rel=1e-13)
+    default = NoiseScale(population=D).update(sum_s, grad_sq, B)          # by default the first epoch: D examples
+    assert default.b_simple_start == pytest.approx(tr[:2].sum() / g2[:2].sum(), rel=1e-13)

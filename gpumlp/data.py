@@ -4,11 +4,17 @@ Everything here returns gpumlp's layout: X is d0 × N (one sample per column),
 y holds N integer class indices.
 """
 import hashlib
+import os
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
-__all__ = ["load_digits", "load_npz", "encode_labels", "split", "Standardizer", "fingerprint"]
+__all__ = ["load_digits", "load_npz", "encode_labels", "split", "Standardizer", "fingerprint", "prepare",
+           "Prepared", "SPLIT_SEED", "SPLIT_VERSION"]
+
+SPLIT_SEED = 0             # the held-out split's seed, the same for every run
+SPLIT_VERSION = 2          # 2: the split depends only on the sample order and the seed (gpumlp 0.3)
 
 
 def load_digits():
@@ -153,3 +159,90 @@ def fingerprint(X, y):
         h.update(str((a.dtype.str, a.shape)).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+class Prepared:
+    """What :func:`prepare` returns: the training and test columns (``X_train``, ``X_test``,
+    raw, d0 × N) and their class indices (``y_train``, ``y_test``), the sorted ``classes``,
+    the ``scaler`` fitted on the training columns only, the data's ``source`` name
+    ("digits" or the file's absolute path) and ``record``: what a run saves to find the same
+    data and split again (data, data_sha256, test_fraction, split_seed, split_version, and
+    test_data, test_data_sha256 when the test data is a file of its own)."""
+
+    def __init__(self, X_train, y_train, X_test, y_test, classes, scaler, source, record):
+        self.X_train, self.y_train, self.X_test, self.y_test = X_train, y_train, X_test, y_test
+        self.classes, self.scaler, self.source, self.record = classes, scaler, source, record
+
+    def scaled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(scaler(X_train), y_train, scaler(X_test), y_test)``."""
+        return self.scaler(self.X_train), self.y_train, self.scaler(self.X_test), self.y_test
+
+
+class _About:
+    """Errors raised while preparing data name the data file."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if kind is ValueError and self.source != "digits" and self.source not in str(e):
+            raise ValueError(f"{self.source}: {e}") from None
+        return False
+
+
+def _read(source):
+    if source is None or source == "digits":
+        X, y = load_digits()
+        return X, y, "digits"
+    X, y = load_npz(source)
+    return X, y, os.path.abspath(source)
+
+
+def prepare(source: Any = None, test_fraction: float | None = None, test_file: Any = None, classes: Any = None,
+            scaler: Standardizer | None = None, dtype: Any = None) -> Prepared:
+    """A classification data set as ``gpumlp train`` uses it (see :class:`Prepared`).
+
+    ``source`` is a .npz path (``X`` d0 × N, ``y``) or None (or "digits") for the embedded
+    digits.  Its test samples are either the stratified ``test_fraction`` of every class
+    (default 0.2), held out with the fixed seed ``SPLIT_SEED``, or, with ``test_file``, all
+    of that file's samples while every sample of ``source`` trains; not both.  ``classes``
+    (a run's saved classes) fixes the label encoding, and ``scaler`` (a run's saved
+    scaling) replaces the one fitted on the training columns.  With ``dtype`` the scaled
+    test data is checked to fit it.  Errors name the file they are about.
+    """
+    if test_file is not None and test_fraction is not None:
+        raise ValueError("give a test fraction or a test file, not both: a test file is the whole test set")
+    if test_file is None:
+        test_fraction = 0.2 if test_fraction is None else float(test_fraction)
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
+    X, y, name = _read(source)
+    record: dict[str, Any] = {"data": name, "data_sha256": fingerprint(X, y), "test_fraction": test_fraction,
+                              "split_seed": SPLIT_SEED, "split_version": SPLIT_VERSION}
+    with _About(name):
+        idx, classes = encode_labels(y, classes)
+        if len(classes) < 2:
+            raise ValueError(f"{name} has {len(classes)} class{'es' if len(classes) != 1 else ''} in y; "
+                             "classification needs at least 2")
+        if test_file is None:
+            train, test = split(idx, test_fraction, SPLIT_SEED)
+            Xtr, ytr, Xte, yte = X[:, train], idx[train], X[:, test], idx[test]
+        else:
+            Xtr, ytr = X, idx
+        if scaler is None:
+            scaler = Standardizer.fit(Xtr)
+    if test_file is not None:
+        Xte, labels, test_name = _read(test_file)
+        record.update(test_data=test_name, test_data_sha256=fingerprint(Xte, labels))
+        with _About(test_name):
+            if Xte.shape[0] != X.shape[0]:
+                raise ValueError(f"X has {Xte.shape[0]} features (rows) but the training data {name} has "
+                                 f"{X.shape[0]}")
+            yte, _ = encode_labels(labels, classes)
+    if dtype is not None:
+        with _About(record.get("test_data", name)):
+            scaler.within(Xte, dtype, "some test values")
+    return Prepared(Xtr, ytr, Xte, yte, classes, scaler, name, record)

@@ -131,7 +131,7 @@ def from_environment(warn=sys.stderr):
         from mpi4py import MPI
     except ImportError as e:
         print(f"gpumlp: warning: started by an MPI launcher, but mpi4py is not importable ({e}); "
-              "training in one process. pip install 'gpumlp[mpi]'", file=warn)
+              "training in one process. pip install -e '.[mpi]' (in the gpumlp checkout)", file=warn)
         return None
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:

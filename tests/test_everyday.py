@@ -93,7 +93,8 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             f"from gpumlp import cli; sys.exit(cli.main(['plot', {str(out)!r}]))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert p.returncode == 2 and "pip install 'gpumlp[plot]'" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "pip install -e '.[plot]' (in the gpumlp checkout)" in p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1
 
 
 def test_gradient_clipping_rescales_to_the_norm():
@@ -132,18 +133,18 @@ def test_gradient_clipping_matches_torch():
 def test_running_out_of_device_memory_names_the_batch_size(tmp_path, capsys, monkeypatch):
     """A CuPy OutOfMemoryError in a step (simulated: this machine has no GPU) ends the run with
     exit 1, a message naming the batch size, and the last good epoch kept."""
-    import gpumlp.train as train
+    from gpumlp.engine import Trainer
 
     class OutOfMemoryError(Exception):          # what cupy.cuda.memory raises, by name
         pass
-    real, calls = train._step, {"n": 0}
+    real, calls = Trainer.step, {"n": 0}
 
     def step(*args, **kw):
         calls["n"] += 1
         if calls["n"] > 2 * 45 + 3:              # in epoch 3 (45 steps an epoch at batch 32)
             raise OutOfMemoryError("out of memory allocating 1,073,741,824 bytes")
         return real(*args, **kw)
-    monkeypatch.setattr(train, "_step", step)
+    monkeypatch.setattr(Trainer, "step", step)
     out = tmp_path / "run"
     assert cli.main(["train", "--device", "cpu", "--epochs", "5", "--no-progress", "--out", str(out)]) == 1
     err = capsys.readouterr().err

@@ -20,7 +20,11 @@ from .model import MLP
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "atomic_write", "read_npz", "Checkpoint"]
 
 FORMAT = "gpumlp-mlp/1"
-CHECKPOINT_FORMAT = "gpumlp-checkpoint/1"
+CHECKPOINT_FORMAT = "gpumlp-checkpoint/2"
+# /1 (gpumlp 0.4) kept SGD's velocity as the array "velocity"; /2 keeps every named entry of the
+# optimizer's state_dict: flat arrays as "optimizer.<name>", the rest (numbers, None) in the JSON
+# entry "optimizer".  /1 files map one to one onto /2 and are read.
+OLD_CHECKPOINT_FORMATS = ("gpumlp-checkpoint/1",)
 # What a damaged file raises while zipfile and NumPy read it: BadZipFile, zlib.error,
 # NotImplementedError (a flipped compression method), struct.error, EOFError, ValueError,
 # MemoryError (a flipped size), ...  Reading catches them all and names the file.
@@ -121,15 +125,16 @@ def read_npz(path, what, take=None):
         raise ValueError(f"{path} is damaged, it cannot be read as a {what} ({_why(e)})") from None
 
 
-def _read(path, what, expected_format):
-    """All arrays of the .npz at ``path`` as host arrays, after checking its format."""
+def _read(path, what, expected_format, older=()):
+    """All arrays of the .npz at ``path`` as host arrays, after checking its format (the
+    current one, or one of ``older``, which the caller maps)."""
     def take(z):
         if "format" not in z.files:
             raise ValueError(f"{path} is not a {what} (it has no 'format' entry)")
         found = str(z["format"])
-        if found != expected_format:
+        if found != expected_format and found not in older:
             raise ValueError(f"{path} is not a {what} of this version: its format is {found!r}, "
-                             f"this gpumlp reads {expected_format!r}")
+                             f"this gpumlp reads {', '.join(repr(f) for f in (expected_format, *older))}")
         return {k: z[k] for k in z.files}
     return read_npz(path, what, take)
 
@@ -179,8 +184,8 @@ def load(path, device="auto"):
 
 class Checkpoint:
     """What :func:`load_checkpoint` returns: ``net`` (parameters restored), ``optimizer_state``
-    (for ``SGD.set_state``), ``state`` (a :class:`gpumlp.train.TrainState`), ``meta`` (the
-    JSON record the run saved) and ``arrays`` (its extra host arrays)."""
+    (for the optimizer's ``load_state_dict``), ``state`` (a :class:`gpumlp.engine.TrainState`),
+    ``meta`` (the JSON record the run saved) and ``arrays`` (its extra host arrays)."""
 
     def __init__(self, net, optimizer_state, state, meta, arrays):
         self.net, self.optimizer_state, self.state, self.meta, self.arrays = net, optimizer_state, state, meta, arrays
@@ -189,35 +194,55 @@ class Checkpoint:
 def save_checkpoint(path, net, optimizer_state, state, meta=None, params=None, **arrays):
     """Write a training checkpoint atomically: the model's config and parameters (the flat
     buffer; ``params`` overrides it with a host copy taken earlier, at an epoch boundary),
-    the optimizer's state (``SGD.get_state``), the training state (``TrainState``: epoch
-    and step counters and the shuffling generator), a JSON-able ``meta`` and extra arrays."""
+    the optimizer's state (its ``state_dict``: arrays over the flat parameters, numbers or
+    None, by name), the training state (``TrainState``: epoch and step counters and the
+    shuffling generator), a JSON-able ``meta`` and extra arrays."""
     params = net.backend.to_numpy(net.params) if params is None else np.asarray(params)
     if params.shape != tuple(net.params.shape):
         raise ValueError(f"params must have shape {tuple(net.params.shape)}; got {params.shape}")
     payload = {"format": np.array(CHECKPOINT_FORMAT), "config": np.array(json.dumps(_config(net))),
                "state": np.array(json.dumps(state.to_json())), "meta": np.array(json.dumps(meta or {})),
                "params": params}
-    velocity = optimizer_state.get("velocity")
-    if velocity is not None:
-        payload["velocity"] = np.asarray(velocity)
+    values = {}
+    for name, v in optimizer_state.items():
+        if v is None or isinstance(v, (bool, int, float, str)):
+            values[name] = v
+        else:
+            payload[f"optimizer.{name}"] = np.asarray(v)
+    names = sorted(set(optimizer_state) - set(values))
+    payload["optimizer"] = np.array(json.dumps({"values": values, "arrays": names}))
     _add_arrays(payload, arrays)
     atomic_write(path, lambda f: np.savez(f, **payload))
 
 
 def load_checkpoint(path, device="auto"):
     """A :class:`Checkpoint` from a file written by :func:`save_checkpoint`, on ``device``
-    (a checkpoint written on a GPU loads on a CPU, and the reverse)."""
-    from .train import TrainState
-    arrays = _read(path, "gpumlp checkpoint", CHECKPOINT_FORMAT)
+    (a checkpoint written on a GPU loads on a CPU, and the reverse).  A gpumlp 0.4 file
+    (format /1) is read too: its SGD velocity is the same state under another name."""
+    from .engine import TrainState
+    arrays = _read(path, "gpumlp checkpoint", CHECKPOINT_FORMAT, OLD_CHECKPOINT_FORMATS)
     config, meta = _json(path, arrays, "config", "checkpoint"), _json(path, arrays, "meta", "checkpoint")
     try:
         state = TrainState.from_json(_json(path, arrays, "state", "checkpoint"))
     except ValueError as e:
         raise ValueError(f"{path} is damaged: {e}") from None
     net = _build(path, config, device)
+    if str(arrays["format"]) == "gpumlp-checkpoint/1":
+        own = {"format", "config", "state", "meta", "params", "velocity"}
+        opt = {"velocity": arrays.get("velocity")}
+    else:
+        record = _json(path, arrays, "optimizer", "checkpoint")
+        names, values = record.get("arrays"), record.get("values")
+        if not isinstance(names, list) or not isinstance(values, dict):
+            raise ValueError(f"{path} is damaged: its 'optimizer' entry is not a record of arrays and values")
+        missing = sorted(n for n in names if f"optimizer.{n}" not in arrays)
+        if missing:
+            raise ValueError(f"{path} is damaged: it lacks the optimizer's arrays {missing}")
+        own = {"format", "config", "state", "meta", "params", "optimizer"} | {f"optimizer.{n}" for n in names}
+        opt = {**values, **{n: arrays[f"optimizer.{n}"] for n in names}}
     n = net.params.shape[0]
-    for key in ("params", "velocity"):
-        a = arrays.get(key)
+    checked = [("params", arrays.get("params"))] + [(k, v) for k, v in opt.items() if isinstance(v, np.ndarray)]
+    for key, a in checked:
         if key == "params" and a is None:
             raise ValueError(f"{path} is damaged: it lacks the parameters")
         if a is not None and (a.shape != (n,) or not np.isdtype(a.dtype, "real floating")
@@ -225,6 +250,4 @@ def load_checkpoint(path, device="auto"):
             raise ValueError(f"{path} is damaged: its {key} must be {n} finite floats for the model "
                              f"{config.get('sizes')}; got {a.dtype} of shape {a.shape}")
     net.params[...] = net.backend.asarray(arrays["params"], net.params.dtype)
-    own = {"format", "config", "state", "meta", "params", "velocity"}
-    return Checkpoint(net, {"velocity": arrays.get("velocity")}, state, meta,
-                      {k: v for k, v in arrays.items() if k not in own})
+    return Checkpoint(net, opt, state, meta, {k: v for k, v in arrays.items() if k not in own})

@@ -11,8 +11,8 @@ its parameters:
 * ``alpha`` is scikit-learn's L2 penalty 0.5·alpha·Σ_k‖W_k‖²/n on the weights of a
   batch of n samples (never the biases), i.e. alpha·W_k/n added to dW_k before the
   step.  It is *not* ``gpumlp.SGD``'s ``weight_decay``, which decays the biases too and
-  does not divide by n; :class:`L2PenaltySGD` adds the penalty's gradient, then
-  delegates to a plain :class:`gpumlp.SGD`.
+  does not divide by n; the gradient hook :class:`gpumlp.optim.L2Penalty` adds the
+  penalty's gradient, n being the whole batch's, before a plain :class:`gpumlp.SGD` step.
 * ``partial_fit`` is one more epoch of ``fit`` on the given data, with the same network,
   optimizer and :class:`gpumlp.train.TrainState`, so SGD's momentum and the shuffling
   generator carry over from call to call (and from a ``fit`` before).
@@ -31,7 +31,6 @@ except ImportError as e:
     raise ImportError(f"gpumlp.sklearn needs scikit-learn ({e}); pip install 'gpumlp[sklearn]'") from e
 
 import numbers
-import weakref
 
 import numpy as np
 
@@ -39,83 +38,23 @@ from ._checks import number, positive_int
 from .activations import ACTIVATIONS
 from .losses import get_loss, softmax
 from .model import MLP
-from .optim import SGD
+from .optim import SGD, L2Penalty
 from .train import TrainState
 from .train import fit as _fit
 
-__all__ = ["MLPClassifier", "MLPRegressor", "L2PenaltySGD"]
+__all__ = ["MLPClassifier", "MLPRegressor"]
 
 # scikit-learn's names for activations, beside gpumlp's own (which are accepted too)
 _ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid"}
 
 
-class L2PenaltySGD:
-    """:class:`gpumlp.SGD` on the loss plus scikit-learn's L2 penalty on the weights.
+def _optimizer(lr, momentum, alpha):
+    """Plain SGD on the loss plus scikit-learn's L2 penalty, as a gradient hook."""
+    return SGD(lr, momentum=momentum, hooks=[L2Penalty(alpha)])
 
-    scikit-learn's MLP minimises, per batch of n samples, the data loss plus
-    0.5·alpha·Σ_k‖W_k‖²/n; biases are not penalised.  Its gradient, alpha·W_k/n, is
-    added to the weight views of ``net.grads`` (so they then hold the gradient of the
-    penalised batch loss, as scikit-learn's ``coef_grads`` do), and the plain SGD step
-    follows.  ``SGD(weight_decay=...)`` cannot express this: it decays biases too
-    and has no 1/n.  Momentum is SGD's, kept per network.
-    """
 
-    def __init__(self, lr, momentum=0.0, alpha=0.0):
-        self.alpha = number(alpha, "alpha", lambda v: v >= 0, "a finite number >= 0")
-        self.sgd = SGD(lr, momentum=momentum)          # weight_decay stays 0: see above
-        self._views = weakref.WeakKeyDictionary()      # net -> (W, dW, scratch), per layer
-
-    @property
-    def lr(self):
-        return self.sgd.lr
-
-    @property
-    def momentum(self):
-        return self.sgd.momentum
-
-    def step(self, net):
-        """Update ``net`` in place from the gradients of its last backward()."""
-        if not net._fresh:
-            raise RuntimeError("step() needs the gradients of the last forward pass: call "
-                               "net.backward(dY) after net.forward(X) first")
-        net._inv_batch = None            # the public path: n is the last forward pass's
-        self._update(net)
-
-    def _update(self, net):
-        """The update (unchecked, as ``gpumlp.train.fit`` calls it): dW_k += alpha·W_k/n, then SGD.
-
-        n is the batch of the last forward pass: the losses normalise by it, so the
-        data gradient and the penalty's are both per-sample means, as in scikit-learn.
-        """
-        if self.alpha:
-            # 1/n of the whole batch as fit normalised it (a micro-batch or a rank's share is less)
-            inv_n = getattr(net, "_inv_batch", None) or 1.0 / net.Z[-1].shape[1]
-            xp, c = net.xp, self.alpha * inv_n
-            for W, dW, tmp in self._layers(net):
-                xp.multiply(W, c, out=tmp)
-                xp.add(dW, tmp, out=dW)
-        self.sgd._update(net)
-
-    def _layers(self, net):
-        """The weight and gradient views of each layer, with a scratch of W's shape
-        (allocated once per network, so a step allocates nothing)."""
-        views = self._views.get(net)
-        if views is None:
-            new = net.backend.empty
-            views = self._views[net] = [(W, dW, new(tuple(W.shape), W.dtype)) for W, dW in zip(net.W, net.dW)]
-        return views
-
-    def get_state(self, net):
-        """SGD's momentum for ``net`` as host arrays (:meth:`gpumlp.SGD.get_state`): the penalty
-        itself keeps no state."""
-        return self.sgd.get_state(net)
-
-    def set_state(self, net, state):
-        """Take back a state from :meth:`get_state`, so that the next step continues the saved run."""
-        self.sgd.set_state(net, state)
-
-    def __repr__(self):
-        return f"L2PenaltySGD(lr={self.lr}, momentum={self.momentum}, alpha={self.alpha})"
+def _alpha(optimizer):
+    return next(h.alpha for h in optimizer.hooks if isinstance(h, L2Penalty))
 
 
 class _MLPAdapter(BaseEstimator):
@@ -150,8 +89,8 @@ class _MLPAdapter(BaseEstimator):
         if entry.kind != ("targets" if isinstance(self, RegressorMixin) else "labels"):
             raise ValueError(f"loss must be one of ce, hinge, mse for a classifier; got {self.loss!r}")
         lr = entry.lr if _is_auto(self.learning_rate_init) else self.learning_rate_init
-        return net, L2PenaltySGD(number(lr, "learning_rate_init", lambda v: v > 0, "a finite number > 0 or 'auto'"),
-                                 momentum=self.momentum, alpha=self.alpha)
+        return net, _optimizer(number(lr, "learning_rate_init", lambda v: v > 0, "a finite number > 0 or 'auto'"),
+                               self.momentum, self.alpha)
 
     def _train(self, net, optimizer, state, X, codes, epochs):
         """gpumlp's fit on X.T (d0 × N), continuing ``state`` up to ``epochs`` in all; returns
@@ -190,7 +129,7 @@ class _MLPAdapter(BaseEstimator):
             state["_net_state"] = {
                 "sizes": list(net.sizes), "activation": net.activation, "output": net.output, "bias": net.bias,
                 "dtype": net.dtype, "W": W, "b": b, "lr": optimizer.lr, "momentum": optimizer.momentum,
-                "alpha": optimizer.alpha, "optimizer": optimizer.get_state(net)}
+                "alpha": _alpha(optimizer), "optimizer": optimizer.state_dict(net)}
         return state
 
     def __setstate__(self, state):
@@ -201,8 +140,8 @@ class _MLPAdapter(BaseEstimator):
             net = MLP(saved["sizes"], activation=saved["activation"], output=saved["output"], bias=saved["bias"],
                       dtype=saved["dtype"], device=self.device)
             net.set_params(saved["W"], saved["b"])
-            optimizer = L2PenaltySGD(saved["lr"], momentum=saved["momentum"], alpha=saved["alpha"])
-            optimizer.set_state(net, saved["optimizer"])
+            optimizer = _optimizer(saved["lr"], saved["momentum"], saved["alpha"])
+            optimizer.load_state_dict(net, saved["optimizer"])
             self.net_, self._optimizer = net, optimizer
 
 
@@ -228,7 +167,7 @@ class MLPClassifier(ClassifierMixin, _MLPAdapter):
         The hinge loss's margin C.
     alpha : float, default=1e-4
         scikit-learn's L2 penalty on the weights (not the biases): 0.5·alpha·Σ‖W‖²
-        divided by the batch's sample count (see :class:`L2PenaltySGD`).
+        divided by the batch's sample count (see :class:`gpumlp.optim.L2Penalty`).
     batch_size : int or 'auto', default=32
         Samples per SGD step; 'auto' is min(200, n_samples) as in scikit-learn.
     learning_rate_init : float or 'auto', default='auto'

@@ -20,10 +20,10 @@ import time
 import numpy as np
 
 from ._checks import number, positive_int
+from .engine import Hook, Trainer
 from .losses import check_margin, get_loss
 from .noise import NoiseScale, StepRecords
 from .optim import SGD
-from .train import _Data, _Plan, _score, _step
 
 __all__ = ["LR_SCALINGS", "scaled_lr", "warmup_factor", "train_to_target", "fit_critical_batch", "load_split",
            "run_job"]
@@ -36,7 +36,8 @@ def scaled_lr(base_lr, batch_size, base_batch_size, scaling):
     the same (``none``), in proportion to B (``linear``, Goyal et al. 2017), or to √B
     (``sqrt``, Krizhevsky 2014)."""
     base_lr = number(base_lr, "base_lr", lambda v: v > 0, "a finite number > 0")
-    batch_size, base_batch_size = positive_int(batch_size, "batch_size"), positive_int(base_batch_size, "base_batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
+    base_batch_size = positive_int(base_batch_size, "base_batch_size")
     if scaling not in LR_SCALINGS:
         raise ValueError(f"lr scaling must be one of {', '.join(LR_SCALINGS)}; got {scaling!r}")
     ratio = batch_size / base_batch_size
@@ -85,25 +86,26 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     eval_every = positive_int(eval_every, "eval_every")
     target = number(target, "target", lambda v: 0 < v <= 1, "a test accuracy in (0, 1]")
     warmup_samples = number(warmup_samples, "warmup_samples", lambda v: v >= 0, "a number >= 0")
-    entry, margin = get_loss(loss), check_margin(margin)
+    get_loss(loss)
+    check_margin(margin)
     if not isinstance(optimizer, SGD):
         raise ValueError(f"optimizer must be a gpumlp.SGD (its lr is ramped for the warm-up); got {optimizer!r}")
-    backend = net.backend
-    train, test = _Data(net, X, y), _Data(net, X_test, y_test)
-    kernel = backend.kernel(entry.kernel)
+    micro = None if micro_batch is None else positive_int(micro_batch, "micro_batch")
+    trainer = Trainer(net, optimizer, loss, margin, micro if micro is not None and micro < batch_size else None)
+    train, test = trainer.data(X, y), trainer.data(X_test, y_test)
     N, peak_lr = train.N, optimizer.lr
-    records = StepRecords(net, -(-N // batch_size)) if noise_scale else None
     noise = NoiseScale(population=N) if noise_scale else None
     rng = np.random.default_rng(seed)
-    micro = None if micro_batch is None else positive_int(micro_batch, "micro_batch")
-    plan = _Plan(net, micro, None) if micro is not None and micro < batch_size else None
-    init = _noise_at_init(net, train, kernel, margin, batch_size, records, seed, plan) if noise_scale else None
-    run = _Run(net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples, target, records,
-               noise, plan)
+    init = _noise_at_init(trainer, train, batch_size, seed) if noise_scale else None
+    hooks: list[Hook] = ([_WarmUp(peak_lr, warmup_samples)] if warmup_samples else []) + [
+        _ToTarget(test, N, eval_every, target, max_epochs)]
+    run = hooks[-1]
     try:
         with np.errstate(over="ignore", invalid="ignore"):    # a diverging run is reported, not warned about
-            for epoch in range(max_epochs):
-                if run.epoch(rng, last=epoch == max_epochs - 1):
+            for epoch in range(1, max_epochs + 1):
+                record = trainer.epoch(train, batch_size, rng.permutation(N), number=epoch, first_step=run.step,
+                                       hooks=hooks, noise=noise, check=False)
+                if record.get("stopped"):
                     break
     finally:
         optimizer.lr = peak_lr
@@ -119,77 +121,69 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     return out
 
 
-def _noise_at_init(net, train, kernel, margin, batch_size, records, seed, plan=None):
+def _noise_at_init(trainer, train, batch_size, seed):
     """B_simple at the starting parameters: one pass over the data in batches of
     ``batch_size``, forward and backward without updates (not counted as training).
     Its order comes from its own generator, so the run's batches are unchanged."""
-    backend, N = net.backend, train.N
-    order = np.random.default_rng([seed, 1]).permutation(N)
-    train.shuffle(backend, backend.asarray(order, backend.dtype("int64")))
+    N = train.N
+    train.shuffle(np.random.default_rng([seed, 1]).permutation(N))
     starts = range(0, N, batch_size)
-    plan = plan or _Plan(net, None, None)             # the run's micro-batches, or whole batches
+    records = StepRecords(trainer.net, len(starts))
     for i, s in enumerate(starts):
-        plan.step(net, train, s, min(s + batch_size, N), kernel, margin, None, records, i)   # no update
-    return NoiseScale(population=N).update(*records.read(backend, 0, len(starts)),
+        trainer.gradients(train, s, min(s + batch_size, N), records, i)     # no update
+    return NoiseScale(population=N).update(*records.read(trainer.net.backend, 0, len(starts)),
                                            [min(batch_size, N - s) for s in starts])
 
 
-class _Run:
-    """The state of one :func:`train_to_target` run, an epoch at a time."""
+class _WarmUp(Hook):
+    """The gradual warm-up: each step's learning rate grows linearly to the peak over the
+    first ``samples`` examples (:func:`warmup_factor`)."""
 
-    def __init__(self, net, train, test, kernel, margin, optimizer, batch_size, eval_every, warmup_samples,
-                 target, records, noise, plan=None):
-        self.net, self.train, self.test, self.kernel, self.margin = net, train, test, kernel, margin
-        self.plan = plan
-        self.optimizer, self.peak_lr, self.B = optimizer, optimizer.lr, batch_size
-        self.eval_every, self.warmup_samples, self.target = eval_every, warmup_samples, target
-        self.records, self.noise = records, noise
-        self.starts = range(0, train.N, batch_size)
+    def __init__(self, peak_lr, samples):
+        self.peak_lr, self.samples, self.seen = peak_lr, samples, 0
+
+    def before_step(self, trainer, step):
+        self.seen += step.size
+        trainer.optimizer.lr = self.peak_lr * warmup_factor(self.seen, self.samples)
+
+
+class _ToTarget(Hook):
+    """Scores the test set after the first step at or past every ``eval_every`` examples
+    and after the run's last step, with the clock stopped; ends the run at the target or
+    when the test loss is no longer finite."""
+
+    def __init__(self, test, n_train, eval_every, target, max_epochs):
+        self.test, self.n_train, self.eval_every, self.target = test, n_train, eval_every, target
+        self.max_epochs = max_epochs
         self.step = self.samples = 0
-        self.seconds, self.next_eval = 0.0, eval_every
+        self.seconds, self.next_eval, self.t0 = 0.0, eval_every, None
         self.out = {"reached": False, "diverged": False, "steps": None, "samples": None, "epochs": None,
                     "seconds": None, "evaluations": []}
 
-    def epoch(self, rng, last):
-        """One pass over a new permutation; True when the run is over (target or divergence)."""
-        net, train, backend, N, B = self.net, self.train, self.net.backend, self.train.N, self.B
-        train.shuffle(backend, backend.asarray(rng.permutation(N), backend.dtype("int64")))
-        fed, t0 = 0, time.perf_counter()          # fed: this epoch's steps given to the noise scale
-        for i, s in enumerate(self.starts):
-            e = min(s + B, N)
-            if self.warmup_samples:
-                self.optimizer.lr = self.peak_lr * warmup_factor(self.samples + e - s, self.warmup_samples)
-            if self.plan is None:
-                _step(net, train.XTe[s:e, :].T, train.ye[s:e], self.kernel, self.margin, self.optimizer,
-                      train.loss[s:e], train.hit[s:e], self.records, i)
-            else:
-                self.plan.step(net, train, s, e, self.kernel, self.margin, self.optimizer, self.records, i)
-            self.step, self.samples = self.step + 1, self.samples + e - s
-            if self.samples < self.next_eval and not (last and e == N):
-                continue
-            backend.synchronize()                 # the clock stops for the scoring
-            self.seconds += time.perf_counter() - t0
-            fed = self._feed_noise(fed, i + 1)
-            if self._evaluate():
-                return True
-            t0 = time.perf_counter()
-        backend.synchronize()
-        self.seconds += time.perf_counter() - t0
-        self._feed_noise(fed, len(self.starts))   # the epoch's steps after its last scoring
-        return False
+    def before_step(self, trainer, step):
+        if self.t0 is None:                       # the clock starts after the epoch's shuffle
+            self.t0 = time.perf_counter()
 
-    def _feed_noise(self, start, stop):
-        """Steps start..stop−1 of this epoch into the noise scale (a host read)."""
-        if self.noise is not None and stop > start:
-            N, B = self.train.N, self.B
-            sums, norms = self.records.read(self.net.backend, start, stop)
-            self.noise.update(sums, norms, [min(B, N - x) for x in self.starts[start:stop]])
-        return stop
+    def after_step(self, trainer, step):
+        self.step, self.samples = self.step + 1, self.samples + step.size
+        end_of_epoch = step.index == step.steps - 1
+        last = end_of_epoch and step.epoch == self.max_epochs
+        if self.samples < self.next_eval and not last:
+            if end_of_epoch:
+                self._stop_clock(trainer)
+            return False
+        self._stop_clock(trainer)                 # the clock stops for the scoring
+        return self._evaluate(trainer)
 
-    def _evaluate(self):
+    def _stop_clock(self, trainer):
+        trainer.net.backend.synchronize()
+        self.seconds += time.perf_counter() - self.t0
+        self.t0 = None
+
+    def _evaluate(self, trainer):
         """Score the test set; True when the target is reached or the run diverged."""
-        out, N = self.out, self.train.N
-        test_loss, acc = _score(self.net, self.test, self.kernel, self.margin)
+        out = self.out
+        test_loss, acc = trainer.score(self.test)
         out["evaluations"].append({"step": self.step, "samples": self.samples, "seconds": self.seconds,
                                    "test_accuracy": acc, "test_loss": test_loss})
         self.next_eval = (self.samples // self.eval_every + 1) * self.eval_every
@@ -197,7 +191,7 @@ class _Run:
             out["diverged"] = True
             return True
         if acc >= self.target:
-            out.update(reached=True, steps=self.step, samples=self.samples, epochs=self.samples / N,
+            out.update(reached=True, steps=self.step, samples=self.samples, epochs=self.samples / self.n_train,
                        seconds=self.seconds)
             return True
         return False

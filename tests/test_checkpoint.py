@@ -206,13 +206,13 @@ def test_wrong_version_shape_and_format_are_named(tmp_path):
     io.save_checkpoint(tmp_path / "c.npz", net, {"velocity": None}, TrainState(0))
     with np.load(tmp_path / "c.npz") as z:
         arrays = {k: z[k] for k in z.files}
-    np.savez(tmp_path / "v2.npz", **{**arrays, "format": np.array("gpumlp-checkpoint/2")})
+    np.savez(tmp_path / "v3.npz", **{**arrays, "format": np.array("gpumlp-checkpoint/3")})
     np.savez(tmp_path / "shape.npz", **{**arrays, "params": arrays["params"][:-1]})
     np.savez(tmp_path / "nan.npz", **{**arrays, "params": arrays["params"] * np.nan})
     np.savez(tmp_path / "state.npz", **{**arrays, "state": np.array("{not json")})
     (tmp_path / "text.npz").write_text("hello")
     (tmp_path / "empty.npz").write_bytes(b"")
-    for name, match in [("v2", "of this version"), ("shape", "must be 57 finite floats"), ("nan", "finite"),
+    for name, match in [("v3", "of this version"), ("shape", "must be 57 finite floats"), ("nan", "finite"),
                         ("state", "'state' entry cannot be read"), ("text", "not a .npz"), ("empty", "empty"),
                         ("missing", "cannot read")]:
         with pytest.raises(ValueError, match=match) as e:
@@ -220,6 +220,29 @@ def test_wrong_version_shape_and_format_are_named(tmp_path):
         assert str(tmp_path / f"{name}.npz") in str(e.value)
     with pytest.raises(ValueError, match="not a gpumlp model"):
         io.load(tmp_path / "c.npz")                     # a checkpoint is not a model file
+
+
+def test_a_gpumlp_04_checkpoint_loads_with_its_velocity_mapped(tmp_path):
+    """Format /1 kept SGD's velocity as the top-level array "velocity"; /2 keeps every named
+    entry of the optimizer's state_dict.  A /1 file maps one to one and loads, and the
+    resumed SGD steps exactly as one given the same state."""
+    net = gpumlp.MLP([5, 6, 3], dtype="float64", device="cpu", seed=0)
+    v = np.linspace(-1, 1, net.params.shape[0])
+    io.save_checkpoint(tmp_path / "new.npz", net, {"velocity": v}, TrainState(0), {"a": 1}, x_mean=np.ones(5))
+    with np.load(tmp_path / "new.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    assert sorted(k for k in arrays if k.startswith("optimizer")) == ["optimizer", "optimizer.velocity"]
+    old = {k: a for k, a in arrays.items() if not k.startswith("optimizer")}
+    np.savez(tmp_path / "old.npz", **{**old, "format": np.array("gpumlp-checkpoint/1"), "velocity": v})
+    for name in ("new", "old"):
+        ck = io.load_checkpoint(tmp_path / f"{name}.npz", device="cpu")
+        assert set(ck.optimizer_state) == {"velocity"} and np.array_equal(ck.optimizer_state["velocity"], v)
+        assert set(ck.arrays) == {"x_mean"} and ck.meta == {"a": 1}
+    np.savez(tmp_path / "lost.npz", **{k: a for k, a in arrays.items() if k != "optimizer.velocity"})
+    with pytest.raises(ValueError, match=r"lacks the optimizer's arrays \['velocity'\]"):
+        io.load_checkpoint(tmp_path / "lost.npz", device="cpu")
+    io.save_checkpoint(tmp_path / "none.npz", net, {"velocity": None, "t": 3}, TrainState(0))
+    assert io.load_checkpoint(tmp_path / "none.npz", device="cpu").optimizer_state == {"velocity": None, "t": 3}
 
 
 def test_the_cli_turns_damaged_files_into_exit_2(tmp_path, capsys):
@@ -287,14 +310,14 @@ def test_version_help_and_a_closed_pipe():
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     """A run whose loss turns NaN in epoch 3 stops with the step named, and DIR keeps
     epoch 2's checkpoint to go back to."""
-    import gpumlp.train as train
-    real = train._epoch
+    from gpumlp.engine import Trainer
+    real = Trainer.epoch
 
-    def epoch(net, data, kernel, margin, optimizer, rng, batch_size, n, *rest, **kw):
-        if n == 3:
-            net.params[...] = np.nan                     # as a too-large step would
-        return real(net, data, kernel, margin, optimizer, rng, batch_size, n, *rest, **kw)
-    monkeypatch.setattr(train, "_epoch", epoch)
+    def epoch(self, data, batch_size, order=None, **kw):
+        if kw["number"] == 3:
+            self.net.params[...] = np.nan                # as a too-large step would
+        return real(self, data, batch_size, order, **kw)
+    monkeypatch.setattr(Trainer, "epoch", epoch)
     out = tmp_path / "run"
     assert cli.main(["train", "--device", "cpu", "--epochs", "5", "--no-progress", "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -364,14 +387,14 @@ def test_mse_suggests_a_reshape_only_where_it_fits():
 # -- found by review --------------------------------------------------------------------------------
 
 def _interrupt_at(monkeypatch, epoch_number):
-    import gpumlp.train as train
-    real = train._epoch
+    from gpumlp.engine import Trainer
+    real = Trainer.epoch
 
-    def epoch(net, data, kernel, margin, optimizer, rng, batch_size, n, *rest, **kw):
-        if n == epoch_number:
+    def epoch(self, data, batch_size, order=None, **kw):
+        if kw["number"] == epoch_number:
             raise KeyboardInterrupt
-        return real(net, data, kernel, margin, optimizer, rng, batch_size, n, *rest, **kw)
-    monkeypatch.setattr(train, "_epoch", epoch)
+        return real(self, data, batch_size, order, **kw)
+    monkeypatch.setattr(Trainer, "epoch", epoch)
 
 
 def test_a_resumed_noise_scale_run_reports_what_the_whole_run_does(tmp_path, capsys, monkeypatch):

@@ -179,22 +179,21 @@ def test_a_steady_gpu_step_takes_no_memory_from_the_pool(cupy, mode, net):
     pool's cached free blocks are dropped first: a temporary taken and given back during the
     step would otherwise come from the cache and go unseen."""
     from gpumlp.noise import StepRecords
-    from gpumlp.train import _Data, _step
+    from gpumlp.engine import Trainer
     noise, loss = net == "wide+noise", "squared_error" if net == "regression" else "ce"
     sizes = [16, 32, 1] if net == "regression" else [784, 1024, 1024, 10]
     net = gpumlp.MLP(sizes, device=backends(cupy)[mode], seed=0)
     X, y = random_problem(sizes, 256, 0, "mse" if loss == "squared_error" else loss)
-    data = _Data(net, X, y, TABLE[loss].kind)
-    opt = gpumlp.SGD(0.01, 0.9, 1e-3, clip_norm=1.0 if noise else None)
-    k = net.backend.kernel(TABLE[loss].kernel)
+    trainer = Trainer(net, gpumlp.SGD(0.01, 0.9, 1e-3, clip_norm=1.0 if noise else None), loss)
+    data = trainer.data(X, y)
     records = StepRecords(net, 1) if noise else None
     for _ in range(2):
-        _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records)
+        trainer.step(data, 0, data.N, records)
     cupy.cuda.get_current_stream().synchronize()
     pool = cupy.get_default_memory_pool()
     pool.free_all_blocks()
     before = pool.used_bytes(), pool.total_bytes()
-    _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records)
+    trainer.step(data, 0, data.N, records)
     cupy.cuda.get_current_stream().synchronize()
     assert (pool.used_bytes(), pool.total_bytes()) == before
 

@@ -163,21 +163,20 @@ def test_a_training_epoch_never_reads_device_values_until_its_end(monkeypatch):
     NumPy conversion) raises during the steps; the epoch's losses are read once, at
     its end, through DLPack."""
     from conftest import strict_backend
-    from gpumlp.train import _Data, _epoch
-    from tqdm import tqdm
+    from gpumlp.engine import Trainer
     backend = strict_backend()
     sizes = [5, 8, 3]
     X, y = random_problem(sizes, 40, 0, "ce")
     Array = type(backend.zeros((1,), backend.dtype("float32")))
     for loss in ("ce", "hinge", "mse"):
         net = gpumlp.MLP(sizes, device=backend, seed=0)
-        data = _Data(net, X, y)                       # checked (and read) here, before the steps
-        kernel = backend.kernel(gpumlp.losses.get_loss(loss).kernel)
+        trainer = Trainer(net, gpumlp.SGD(0.1, 0.9, 1e-3), loss)
+        data = trainer.data(X, y)                     # checked (and read) here, before the steps
+        order = backend.asarray(np.random.default_rng(0).permutation(40), backend.dtype("int64"))
         with monkeypatch.context() as m:
             for name in ("__float__", "__bool__", "__int__", "__index__", "__array__", "__complex__"):
                 m.setattr(Array, name, lambda self, *a, _n=name, **k: pytest.fail(f"{_n} during a step"))
-            record = _epoch(net, data, kernel, 1.0, gpumlp.SGD(0.1, 0.9, 1e-3), np.random.default_rng(0),
-                            16, 1, tqdm(disable=True), None)
+            record = trainer.epoch(data, 16, order)
         assert np.isfinite(record["loss"]) and 0 <= record["accuracy"] <= 1
 
 

@@ -13,7 +13,8 @@ import gpumlp
 from gpumlp import kernels
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.losses import LOSSES, softmax
-from gpumlp.train import _Data, _step, evaluate, fit
+from gpumlp.engine import DeviceData, Trainer
+from gpumlp.train import evaluate, fit
 
 from conftest import random_problem
 from counting import TALLY, CountingBackend
@@ -25,13 +26,11 @@ def steady_step(backend, sizes, n, loss="ce", opt=None, dtype="float32"):
     """A model, its data on ``backend`` and a step function, warmed up (buffers exist)."""
     net = gpumlp.MLP(sizes, dtype=dtype, device=backend, seed=0)
     X, y = random_problem(sizes, n, 0, "ce")
-    data = _Data(net, X, y)
-    opt = opt or gpumlp.SGD(0.01, momentum=0.9)
-    k = net.backend.kernel(LOSSES[loss].kernel)
-    Z0 = data.XT.T
+    trainer = Trainer(net, opt or gpumlp.SGD(0.01, momentum=0.9), loss)
+    data = trainer.data(X, y)
 
     def step():
-        _step(net, Z0, data.y, k, 1.0, opt, data.loss, data.hit)
+        trainer.step(data, 0, n)
     for _ in range(2):
         step()
     return net, step
@@ -67,13 +66,12 @@ def test_every_activation_allocates_nothing_with_the_twins(activation):
     """With the switch off, CuPy would run the twins call by call: more kernels, still no buffers."""
     net = gpumlp.MLP([6, 9, 7, 4], activation=activation, output=activation, device=CountingBackend(fused=False))
     X, y = random_problem([6, 9, 7, 4], 10, 0, "ce")
-    data = _Data(net, X, y)
+    data = DeviceData(net, X, y)
     for loss in ("ce", "hinge", "mse"):
-        k = net.backend.kernel(LOSSES[loss].kernel)
-        opt = gpumlp.SGD(0.01, momentum=0.9, weight_decay=0.1)
+        trainer = Trainer(net, gpumlp.SGD(0.01, momentum=0.9, weight_decay=0.1), loss)
 
         def step():
-            _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+            trainer.step(data, 0, data.N)
         step()
         gemm, other, allocs = counted(step)
         assert allocs == [], (loss, allocs)
@@ -244,7 +242,7 @@ def test_fit_takes_any_optimizer_with_a_public_step():
     fit(nets[0], X, y, HalfStep(), **quiet)
     fit(nets[1], X, y, gpumlp.SGD(0.05), **quiet)
     np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=1e-12, atol=1e-15)
-    with pytest.raises(ValueError, match=r"optimizer must have a step\(net\) method"):
+    with pytest.raises(ValueError, match=r"optimizer must have an update\(net, normalizer\) or a step\(net\) method"):
         fit(nets[0], X, y, object(), **quiet)
 
 

@@ -11,7 +11,8 @@ import pytest
 
 import gpumlp
 from gpumlp.losses import LOSSES
-from gpumlp.train import TrainState, _Data, _epoch, _Plan, fit
+from gpumlp.engine import Trainer
+from gpumlp.train import TrainState, fit
 
 MPI = pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed")
 from gpumlp.parallel import DataParallel  # noqa: E402
@@ -38,10 +39,9 @@ def test_summed_shares_equal_the_full_batch_gradient():
     single = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=1)
     single.backward(LOSSES["ce"](single.forward(X), y)[1])
     net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=1)
-    data = _Data(net, X, y)
-    data.XTe, data.ye = data.XT, data.y                       # the batch in its own order
-    frozen = gpumlp.SGD(1e-300)                                # a step that does not move the weights
-    _Plan(net, None, job).step(net, data, 0, 63, net.backend.kernel(LOSSES["ce"].kernel), 1.0, frozen, None, 0)
+    trainer = Trainer(net, gpumlp.SGD(1e-300), "ce", parallel=job)     # a step that does not move the weights
+    data = trainer.data(X, y)                                  # the batch in its own order
+    trainer.step(data, 0, 63)
     g, g1 = gpumlp.to_numpy(net.grads), gpumlp.to_numpy(single.grads)
     assert np.max(np.abs(g - g1)) <= 1e-10 * np.max(np.abs(g1))
     lo, hi = job.shard(0, 63)
@@ -69,14 +69,9 @@ def test_every_column_is_used_once_per_epoch():
     job = DataParallel(COMM)
     sizes, X, y = problem(n=50)
     net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=0)
-    data = _Data(net, X, y)
-    plan, state = _Plan(net, None, job), TrainState(3)
-
-    class Bar:
-        def update(self, n):
-            pass
-    _epoch(net, data, net.backend.kernel(LOSSES["ce"].kernel), 1.0, gpumlp.SGD(0.1), state.rng, 7, 1, Bar(), None,
-           plan=plan)
+    trainer, state = Trainer(net, gpumlp.SGD(0.1), "ce", parallel=job), TrainState(3)
+    data = trainer.data(X, y)
+    trainer.epoch(data, 7, state.rng.permutation(50))
     used = (gpumlp.to_numpy(data.loss) > 0).astype(np.int64)    # a rank writes only the losses of its columns
     assert np.array_equal(job.sum(used), np.ones(50, np.int64))
 
@@ -97,14 +92,13 @@ def test_ranks_with_an_empty_share_apply_the_same_penalty():
     """N = 13 in batches of 4: the last batch has 1 column, so some ranks hold none.  An
     optimizer that scales by the batch (scikit-learn's alpha) must see the whole batch's N
     there too: ranks identical, and equal to one process."""
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
-    from gpumlp.sklearn import L2PenaltySGD
+    from gpumlp.optim import L2Penalty
     job = DataParallel(COMM)
     sizes, X, y = problem(n=13)
     out = []
     for parallel in (job, None):
         net = gpumlp.MLP(sizes, dtype="float64", device="cpu", seed=0)
-        fit(net, X, y, L2PenaltySGD(0.1, momentum=0.9, alpha=1.0), epochs=3, batch_size=4, seed=2, progress=False,
+        fit(net, X, y, gpumlp.SGD(0.1, momentum=0.9, hooks=[L2Penalty(1.0)]), epochs=3, batch_size=4, seed=2, progress=False,
             parallel=parallel)
         out.append(gpumlp.to_numpy(net.params))
     everyone = COMM.allgather(out[0].tobytes())

@@ -19,7 +19,8 @@ from gpumlp import backend as B
 from gpumlp import kernels
 from gpumlp.activations import ACTIVATIONS, get_activation
 from gpumlp.losses import LOSSES, Loss, cross_entropy, get_loss, hinge, mse, one_hot
-from gpumlp.train import TrainingDiverged, _Data, evaluate, fit
+from gpumlp.engine import DeviceData
+from gpumlp.train import TrainingDiverged, evaluate, fit
 
 from conftest import strict_backend
 from counting import TALLY, CountingBackend
@@ -450,7 +451,7 @@ def test_float32_models_keep_every_buffer_in_float32():
     assert ws.tmp.dtype == np.float32 and ws.tmp.shape == (5, 7)
     assert ws.mask.dtype == np.bool_ and ws.mask.shape == (5, 7)
     X, y = problem(n=7)
-    data = _Data(net, X, y)
+    data = DeviceData(net, X, y)
     assert data.loss.dtype == np.float32 and data.hit.dtype == np.bool_
 
 
@@ -558,7 +559,7 @@ def test_the_progress_bar_counts_every_step(monkeypatch):
     monkeypatch.setattr(gpumlp.train, "tqdm", Bar)
     X, y = problem(n=10)
     net = gpumlp.MLP([3, 3], device="cpu", seed=0)
-    fit(net, X, y, gpumlp.SGD(0.1), epochs=3, batch_size=4, log=lambda line: None)
+    fit(net, X, y, gpumlp.SGD(0.1), epochs=3, batch_size=4, log=lambda line: None, progress=True)
     bar = Bar.made[-1]
     assert bar.kwargs == {"total": 9, "unit": "batch", "disable": None, "leave": False}   # None: only on a terminal
     assert bar.n == 9
@@ -602,8 +603,8 @@ def test_a_diverging_run_raises_no_numpy_warnings():
 
 
 def test_divergence_with_an_optimizer_without_lr():
-    class Blowup:                                     # any object with _update(net) will do
-        def _update(self, net):
+    class Blowup:                                     # any object with update(net, normalizer) will do
+        def update(self, net, normalizer):
             net.params[...] = np.inf
     X, y = problem(n=8)
     net = gpumlp.MLP([3, 3], device="cpu", seed=0)

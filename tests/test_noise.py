@@ -298,15 +298,15 @@ def test_a_step_with_noise_records_allocates_nothing():
     buffer, and the records cost only a sample_sq kernel per layer and two dot products
     (cuBLAS's on a GPU; 1 × 1 GEMMs here)."""
     from gpumlp.noise import StepRecords
-    from gpumlp.train import _Data, _step
+    from gpumlp.engine import Trainer
     net = gpumlp.MLP([20, 16, 16, 4], dtype="float32", device=CountingBackend(fused=True), seed=0)
-    data = _Data(net, np.zeros((20, 32)), np.zeros(32, int))
-    opt, k = gpumlp.SGD(0.1, 0.9), net.backend.kernel(LOSSES["ce"].kernel)
+    trainer = Trainer(net, gpumlp.SGD(0.1, 0.9), "ce")
+    data = trainer.data(np.zeros((20, 32)), np.zeros(32, int))
     counts = []
     for records in (None, StepRecords(net, 3)):
         for i in range(3):
             TALLY.clear()
-            _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit, records, i)
+            trainer.step(data, 0, 32, records, i)
         assert TALLY.allocs == []
         counts.append((len(TALLY.gemm), list(TALLY.other)))
     (gemm0, other0), (gemm1, other1) = counts

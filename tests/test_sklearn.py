@@ -26,7 +26,8 @@ from sklearn.utils.estimator_checks import check_estimator, parametrize_with_che
 
 import gpumlp                                                       # noqa: E402
 from gpumlp.losses import cross_entropy, softmax                    # noqa: E402
-from gpumlp.sklearn import L2PenaltySGD, MLPClassifier, MLPRegressor  # noqa: E402
+from gpumlp.optim import L2Penalty  # noqa: E402
+from gpumlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 from gpumlp.train import TrainState                                 # noqa: E402
 from gpumlp.train import fit as gpumlp_fit                          # noqa: E402
 
@@ -126,7 +127,7 @@ def test_alpha_step_equals_hand_computed_step():
     W, b = net.get_params()
     net.set_params(W, [rng.standard_normal(v.shape) for v in b])          # non-zero biases
     X, y = rng.standard_normal((4, n)), rng.integers(0, 3, n)
-    opt = L2PenaltySGD(lr, momentum=mu, alpha=alpha)
+    opt = gpumlp.SGD(lr, momentum=mu, hooks=[L2Penalty(alpha)])
     vW = vb = None
     for _ in range(2):
         W0, b0 = net.get_params()
@@ -227,7 +228,7 @@ def test_partial_fit_carries_network_and_momentum(iris):
     assert est.net_ is net and est._optimizer is opt and len(est.loss_curve_) == 3 and est.n_iter_ == 1
 
     hand = gpumlp.MLP([4, 5, 3], activation="relu", dtype="float64", device="cpu", seed=7)
-    hand_opt = L2PenaltySGD(0.1, momentum=0.9, alpha=0.1)
+    hand_opt = gpumlp.SGD(0.1, momentum=0.9, hooks=[L2Penalty(0.1)])
     for _ in range(3):
         hand.backward(cross_entropy(hand.forward(X.T), y)[1])
         hand_opt.step(hand)
@@ -235,7 +236,7 @@ def test_partial_fit_carries_network_and_momentum(iris):
 
     fresh = MLPClassifier(**kw).partial_fit(X, y, classes=[0, 1, 2])
     for _ in range(2):
-        fresh._optimizer = L2PenaltySGD(0.1, momentum=0.9, alpha=0.1)   # momentum forgotten each call
+        fresh._optimizer = gpumlp.SGD(0.1, momentum=0.9, hooks=[L2Penalty(0.1)])   # momentum forgotten each call
         fresh.partial_fit(X, y)
     assert np.abs(fresh.net_.params - est.net_.params).max() > 1e-3
 
@@ -253,7 +254,7 @@ def test_partial_fit_continues_gpumlp_fit(iris):
 
     est = MLPClassifier(**kw)
     net = gpumlp.MLP([4, 6, 3], activation="relu", dtype="float64", device="cpu", seed=4)
-    opt, state = L2PenaltySGD(0.1, momentum=0.9, alpha=0.05), TrainState(4)
+    opt, state = gpumlp.SGD(0.1, momentum=0.9, hooks=[L2Penalty(0.05)]), TrainState(4)
     for epochs in (1, 2, 3):
         est.partial_fit(X, y, classes=[0, 1, 2])
         gpumlp_fit(net, X.T, y, opt, epochs=epochs, batch_size=16, state=state, progress=False)

@@ -211,8 +211,10 @@ def fit_critical_batch(batch_sizes, steps):
     ok = np.isfinite(S) & (S > 0) & (B > 0)
     B, S = B[ok], S[ok]
     if len(np.unique(B)) < 3:
+        reached = len(np.unique(B))
         return {"s_min": None, "e_min": None, "b_crit": None, "rms_relative_residual": None, "points": int(len(B)),
-                "why": "fewer than 3 batch sizes reached the target"}
+                "why": f"the fit needs at least 3 distinct batch sizes that reach the target; "
+                       f"{reached} did"}
     A = np.stack([np.ones_like(B), 1.0 / B], axis=1) / S[:, None]      # rows divided by S: relative residuals
     (s_min, e_min), *_ = np.linalg.lstsq(A, np.ones_like(S), rcond=None)
     resid = (s_min + e_min / B) / S - 1.0
@@ -235,24 +237,15 @@ _loaded = {}
 
 
 def load_split(data=None, test_fraction=0.2):
-    """``(X_train, y_train, X_test, y_test, K, source)`` as ``gpumlp train`` prepares them: the
-    embedded digits (``data=None``) or a .npz, the held-out split with seed 0, and the
-    scaling fitted on the training columns.  Kept per process, so a sweep's worker loads
-    its data once."""
-    from . import data as datasets
+    """``(X_train, y_train, X_test, y_test, K, source)`` as ``gpumlp train`` prepares them
+    (:func:`gpumlp.data.prepare`: the embedded digits for ``data=None`` or a .npz, the
+    held-out split with its fixed seed, the scaling fitted on the training columns), scaled.
+    Kept per process, so a sweep's worker loads its data once."""
+    from .data import prepare
     key = (data, test_fraction)
     if key not in _loaded:
-        if data is None:
-            (X, y), source = datasets.load_digits(), "digits"
-        else:
-            X, y = datasets.load_npz(data)
-            source = data
-        idx, classes = datasets.encode_labels(y)
-        if len(classes) < 2:
-            raise ValueError(f"{source}: the data must have at least 2 classes")
-        train, test = datasets.split(idx, test_fraction, 0)
-        scaler = datasets.Standardizer.fit(X[:, train])
-        _loaded[key] = (scaler(X[:, train]), idx[train], scaler(X[:, test]), idx[test], len(classes), source)
+        p = prepare(data, test_fraction)
+        _loaded[key] = (*p.scaled(), len(p.classes), p.source)
     return _loaded[key]
 
 

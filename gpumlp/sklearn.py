@@ -176,15 +176,21 @@ class MLPClassifier(ClassifierMixin, _MLPAdapter):
     momentum : float, default=0.9
         SGD momentum in [0, 1) (``torch.optim.SGD``'s rule, no Nesterov).
     max_iter : int, default=30
-        Epochs of ``fit``.  There is no early stopping: every epoch runs.
+        Epochs of ``fit``, as the command line's ``--epochs`` default.  There is no early
+        stopping: every epoch runs.
     random_state : int, RandomState or None, default=None
         Seeds the initial weights and the shuffling.  An int s gives exactly
         ``gpumlp.MLP(seed=s)`` trained by ``fit(seed=s)``.
     device : {'cpu', 'gpu', 'auto'}, default='cpu'
-        Where the network lives (see :func:`gpumlp.get_backend`).
+        Where the network lives (see :func:`gpumlp.get_backend`).  The command line's
+        default is 'auto' (a GPU where there is one); an estimator stays on the CPU
+        unless asked, because scikit-learn's tools (cross-validation, grid searches with
+        n_jobs, pickling) copy estimators between processes, and its results should not
+        change with the machine it runs on.
     dtype : {'float64', 'float32'}, default='float64'
         The network's precision.  float64 by default, as scikit-learn computes on
-        float64 input; 'float32' is the fast choice on a GPU.
+        float64 input and its estimator checks compare results to tight tolerances;
+        the command line trains in float32, the fast choice on a GPU.
     verbose : bool, default=False
         Print each epoch's loss and accuracy.
     micro_batch : int or None, default=None
@@ -327,8 +333,9 @@ class MLPRegressor(RegressorMixin, _MLPAdapter):
     *hidden_layer_sizes, k])`` with a linear output, trained by :func:`gpumlp.train.fit`
     on ``loss="squared_error"``: ½ the mean over samples and outputs of (Y − T)², the
     loss scikit-learn's MLPRegressor minimises (plus the same L2 penalty ``alpha``).
-    The other parameters mean what they mean for :class:`MLPClassifier`;
-    ``learning_rate_init='auto'`` is 0.003.  ``loss_curve_`` holds fit's per-epoch
+    The other parameters mean what they mean for :class:`MLPClassifier`, defaults
+    included (device='cpu' and dtype='float64', where the command line takes 'auto' and
+    float32: see there why); ``learning_rate_init='auto'`` is 0.003.  ``loss_curve_`` holds fit's per-epoch
     training loss (without the penalty).
     """
 

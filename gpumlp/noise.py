@@ -45,7 +45,12 @@ def estimate(sum_s, grad_sq, batch_size, population=None):
     """
     B = np.asarray(batch_size, np.float64)
     if np.any(B < 2):
-        raise ValueError(f"a batch of fewer than 2 columns says nothing about the variance; got batch_size {batch_size}")
+        raise ValueError("a batch of fewer than 2 columns says nothing about the variance; "
+                         f"got batch_size {batch_size}")
+    if population is not None and (isinstance(population, bool) or not isinstance(population, (int, np.integer))
+                                   or population < 2 or np.any(B > population)):
+        raise ValueError(f"population must be the number of examples the batches are drawn from (an integer >= 2 "
+                         f"and >= every batch size) or None; got {population!r} for batch_size {batch_size}")
     m = B * np.asarray(sum_s, np.float64)                 # mean_n |g_n|² = B² mean_n s_n
     g2 = np.asarray(grad_sq, np.float64)
     variance = B / (B - 1) * (m - g2)
@@ -71,7 +76,8 @@ class NoiseScale:
         if population is not None and (isinstance(population, bool) or not isinstance(population, (int, np.integer))
                                        or population < 2):
             raise ValueError(f"population must be the number of examples (an integer >= 2) or None; got {population!r}")
-        if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating, np.integer)) or not 0 <= decay < 1:
+        if (isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating, np.integer))
+                or not 0 <= decay < 1):
             raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
         if start_samples is not None and (isinstance(start_samples, bool)
                                           or not isinstance(start_samples, (int, np.integer)) or start_samples < 1):
@@ -98,7 +104,7 @@ class NoiseScale:
         self._sum = [self._sum[0] + float(trace.sum()), self._sum[1] + float(g2.sum())]
         self._start = [self._start[0] + float(trace[start].sum()), self._start[1] + float(g2[start].sum())]
         d = self.decay
-        for t, g in zip(trace.tolist(), g2.tolist()):
+        for t, g in zip(trace.tolist(), g2.tolist(), strict=True):
             self._ema = [d * self._ema[0] + (1 - d) * t, d * self._ema[1] + (1 - d) * g]
             self._weight = d * self._weight + (1 - d)
         self.steps += len(trace)

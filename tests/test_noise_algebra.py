@@ -184,3 +184,17 @@ def test_the_start_is_the_batches_begun_within_start_samples():
     assert ns.b_simple_mean == pytest.approx(tr.sum() / g2.sum(), rel=1e-13)
     default = NoiseScale(population=D).update(sum_s, grad_sq, B)          # by default the first epoch: D examples
     assert default.b_simple_start == pytest.approx(tr[:2].sum() / g2[:2].sum(), rel=1e-13)
+
+
+@pytest.mark.parametrize("population", [1, 0, -6, 2.5, 6.0, True, "6"])
+def test_estimate_refuses_a_population_that_is_not_a_count_of_examples(population):
+    with pytest.raises(ValueError, match="population must be"):
+        estimate(1.0, 0.5, 2, population=population)
+
+
+def test_estimate_refuses_a_batch_larger_than_its_population():
+    """Batches drawn without replacement from D examples hold at most D (B > D gave D − B < 0: a wrong sign)."""
+    with pytest.raises(ValueError, match="population must be.*got 6 for batch_size"):
+        estimate([1.0, 1.0], [0.5, 0.5], [6, 7], population=D)
+    tr, g2 = estimate(1.0, 0.5, 6, population=np.int64(D))             # B = D is the whole population
+    assert np.isfinite(tr) and np.isfinite(g2)

@@ -36,7 +36,9 @@ class DataParallel:
     parameters and :meth:`sum` of host values."""
 
     def __init__(self, comm):
-        from mpi4py import MPI
+        MPI = getattr(comm, "MPI", None)           # gpumlp.loopback's communicator brings its own constants
+        if MPI is None:
+            from mpi4py import MPI
         self.MPI, self.comm = MPI, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._stage = None                       # host staging buffer for device arrays

@@ -110,6 +110,7 @@ def parser() -> Parser:
                        description="Print the homework's exercise 2, computed by gpumlp.")
     x.add_argument("--device", default="cpu", help="auto, cpu or gpu")
     x.set_defaults(func=cmd_example)
+    p.commands = dict(sub.choices)
     return p
 
 

@@ -27,8 +27,17 @@ class UsageError(SystemExit):
 class Parser(argparse.ArgumentParser):
     """Option errors are one line, with where to read more, not the whole usage block."""
 
+    commands: dict[str, "Parser"] = {}
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """As argparse's, with options unknown to a command blamed on that command."""
+        a, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.commands.get(getattr(a, "command", None), self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return a
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):

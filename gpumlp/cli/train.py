@@ -58,12 +58,12 @@ def cmd_train(a, given, job):
             run.create(a.force, job.launch)      # fail before training, not after
         except ValueError as e:
             problem = str(e)
-    job.share(problem)                           # every rank stops, not rank 0 alone
-    meta = {"loss": a.loss, "margin": a.margin, **prepared.record, "blas_threads": blas_threads(opts, net.sizes, job),
-            "args": opts}
-    scaler = prepared.scaler
-    extra = {"x_mean": scaler.mean, "x_scale": scaler.scale, "classes": prepared.classes}
     try:
+        job.share(problem)                       # every rank stops, not rank 0 alone
+        meta = {"loss": a.loss, "margin": a.margin, **prepared.record,
+                "blas_threads": blas_threads(opts, net.sizes, job), "args": opts}
+        scaler = prepared.scaler
+        extra = {"x_mean": scaler.mean, "x_scale": scaler.scale, "classes": prepared.classes}
         return train(job, opts, net, optimizer_of(opts), TrainState(a.seed), prepared,
                      Recorder(run, a.checkpoint_every, meta, extra), a.no_progress, a.out)
     finally:
@@ -79,15 +79,17 @@ def resume(a, given, job):
         raise ValueError(f"--resume takes the run's settings from its checkpoint; drop {', '.join(extra_options)} "
                          "(only --epochs, --device and --no-progress may be given)")
     run, problem = RunDir(a.resume), None
-    if job.is_root:
-        try:
-            if not run.has("checkpoint.npz"):
-                raise ValueError(f"--resume {a.resume}: there is no checkpoint.npz there (a run saves one with --out)")
-            run.lock()
-        except ValueError as e:
-            problem = str(e)
-    job.share(problem)
     try:
+        if job.is_root:
+            try:
+                if os.path.isdir(run.path):
+                    run.lock()                   # first: a run still going may not have saved a checkpoint yet
+                if not run.has("checkpoint.npz"):
+                    raise ValueError(f"--resume {a.resume}: there is no checkpoint.npz there (a run saves one "
+                                     "with --out)")
+            except ValueError as e:
+                problem = str(e)
+        job.share(problem)
         return _resume(a, given, job, run)
     finally:
         run.unlock()

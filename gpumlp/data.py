@@ -97,13 +97,13 @@ def split(y, test_fraction=0.2, seed=0):
         raise ValueError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
     y = np.asarray(y)
     order = np.random.default_rng(seed).permutation(len(y))   # one draw over the samples:
-    train, test = [], []                                       # the classes' names play no part
+    trains, tests = [], []                                     # the classes' names play no part
     for c in np.unique(y):
         idx = order[y[order] == c]                             # class c's samples, in that order
         n_test = int(round(test_fraction * len(idx)))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    train, test = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+        tests.append(idx[:n_test])
+        trains.append(idx[n_test:])
+    train, test = np.sort(np.concatenate(trains)), np.sort(np.concatenate(tests))
     if len(train) == 0 or len(test) == 0:
         largest = int(np.max(np.unique(y, return_counts=True)[1]))
         raise ValueError(f"a {test_fraction} test split of {len(y)} samples leaves an empty "

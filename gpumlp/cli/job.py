@@ -74,7 +74,7 @@ class Job:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        if not collective:
+        if not collective and self.comm is not None:
             self.comm.Abort(code)
         with contextlib.suppress(Exception):
             self.parallel.MPI.Finalize()

@@ -36,7 +36,7 @@ class Parser(argparse.ArgumentParser):
         """As argparse's, with options unknown to a command blamed on that command."""
         a, extras = self.parse_known_args(args, namespace)
         if extras:
-            self.commands.get(getattr(a, "command", None), self).error(f"unrecognized arguments: {' '.join(extras)}")
+            self.commands.get(str(getattr(a, "command", "")), self).error(f"unrecognized arguments: {' '.join(extras)}")
         return a
 
 

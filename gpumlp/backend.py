@@ -269,7 +269,8 @@ def _probe_cupy():
     try:
         import cupy
     except ImportError as e:
-        return _probe(None, f"the CuPy package is not installed ({e}); pip install 'gpumlp[gpu]'")
+        return _probe(None, f"the CuPy package is not installed ({e}); "
+                            "pip install -e '.[gpu]' (in the gpumlp checkout)")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError: no driver, driver too old, ...

@@ -47,7 +47,7 @@ def test_auto_without_cupy_falls_back_with_one_notice(monkeypatch, capsys):
 
 def test_gpu_without_cupy_names_the_package(monkeypatch):
     no_cupy(monkeypatch)
-    with pytest.raises(gpumlp.DeviceUnavailableError, match=r"CuPy package is not installed.*pip install 'gpumlp\[gpu\]'"):
+    with pytest.raises(gpumlp.DeviceUnavailableError, match=r"CuPy package is not installed.*pip install -e '\.\[gpu\]' \(in the gpumlp checkout\)"):
         gpumlp.MLP([2, 2], device="gpu")
 
 

@@ -70,7 +70,7 @@ def test_import_without_sklearn_names_the_extra(monkeypatch):
     for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
         monkeypatch.setitem(sys.modules, name, None)        # None in sys.modules: "not installed"
     monkeypatch.delitem(sys.modules, "gpumlp.sklearn")
-    with pytest.raises(ImportError, match=r"pip install 'gpumlp\[sklearn\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[sklearn\]' \(in the gpumlp checkout\)"):
         importlib.import_module("gpumlp.sklearn")
 
 

@@ -3,7 +3,7 @@
 One step is forward, softmax cross-entropy, backward and SGD with momentum 0.9, on
 the same data, layer sizes and starting weights:
 
-  gpumlp   the step ``gpumlp train`` runs (``gpumlp.train._step``: no checks, no host reads);
+  gpumlp   the step ``gpumlp train`` runs (``gpumlp.engine.Trainer.step``: no checks, no host reads);
   torch    nn.Linear + ReLU, F.cross_entropy and torch.optim.SGD on the same device
            (skipped when PyTorch is absent or cannot use the device);
   floor    the step's GEMMs on preallocated outputs (W_k Z_{k-1}, W_k^T Δ_k, Δ_k Z_{k-1}^T, and
@@ -61,7 +61,7 @@ args = p.parse_args()
 
 try:
     ctx = Context(args.device, args.dtype, args.threads, args.tf32)
-except Exception as e:          # DeviceUnavailableError
+except DeviceUnavailableError as e:
     sys.exit(f"bench.py: {e}")
 for note in ctx.notes:
     print(f"note: {note}")
@@ -85,7 +85,8 @@ for i, sizes in enumerate(args.nets):
     print(f"net {'-'.join(map(str, sizes))}: kernels per step {fused['other']} fused + {fused['gemm']} GEMM "
           f"({', '.join(fused['names'])}); with the twins {twins['other']} + {twins['gemm']}; "
           f"buffers allocated per step: {len(fused['allocations']) + len(twins['allocations'])}")
-    print(row.format("N", "gpumlp ms", "torch ms", "floor ms", "g/torch", "g/floor", "spread", "samples/s", "mem ratio"))
+    print(row.format("N", "gpumlp ms", "torch ms", "floor ms", "g/torch", "g/floor", "spread", "samples/s",
+                     "mem ratio"))
     results = []
     for N in batch_sizes:
         contenders = Contenders(ctx, sizes, N)

@@ -19,9 +19,8 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import gpumlp  # noqa: E402
-from gpumlp.losses import LOSSES  # noqa: E402
+from gpumlp.engine import Trainer  # noqa: E402
 from gpumlp.parallel import DataParallel  # noqa: E402
-from gpumlp.train import _Data, _Plan  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("--sizes", default="784,1024,1024,10")
@@ -33,23 +32,22 @@ comm = MPI.COMM_WORLD
 job = DataParallel(comm)
 rng = np.random.default_rng(0)
 if job.is_root:
-    n_params = sum(d * e + e for d, e in zip(sizes, sizes[1:]))
+    n_params = sum(sizes[k] * sizes[k + 1] + sizes[k + 1] for k in range(len(sizes) - 1))
     print(f"{job.size} ranks, net {'-'.join(map(str, sizes))} ({n_params:,} parameters, all-reduce of "
           f"{4 * n_params / 1e6:.2f} MB float32), {MPI.Get_library_version().splitlines()[0].strip()}")
     print(f"{'global N':>9} {'local step ms':>14} {'allreduce ms':>13} {'dp step ms':>11} {'allreduce/dp step':>18}")
 for N in [int(v) for v in a.batch_sizes.split(",")]:
     X, y = rng.standard_normal((sizes[0], N)).astype(np.float32), rng.integers(0, sizes[-1], N)
     net = gpumlp.MLP(sizes, device="cpu", seed=0)
-    data = _Data(net, X, y)
-    data.XTe, data.ye = data.XT, data.y
-    kernel, opt = net.backend.kernel(LOSSES["ce"].kernel), gpumlp.SGD(1e-3, 0.9)
-    local, dp = _Plan(net, 10 ** 9, None), _Plan(net, None, job)
+    opt = gpumlp.SGD(1e-3, 0.9)
+    local, dp = Trainer(net, opt), Trainer(net, opt, parallel=job)      # one net, one optimizer
+    data = local.data(X, y)
     lo, hi = job.shard(0, N)
     times = {"local": [], "allreduce": [], "dp": []}
     for r in range(a.rounds + 2):
         comm.Barrier()
         t0 = time.perf_counter()
-        local.step(net, data, lo, hi, kernel, 1.0, opt, None, 0)       # this rank's share, no communication
+        local.step(data, lo, hi)                  # this rank's share, no communication
         t1 = time.perf_counter()
         comm.Barrier()
         t2 = time.perf_counter()
@@ -57,7 +55,7 @@ for N in [int(v) for v in a.batch_sizes.split(",")]:
         t3 = time.perf_counter()
         comm.Barrier()
         t4 = time.perf_counter()
-        dp.step(net, data, 0, N, kernel, 1.0, opt, None, 0)
+        dp.step(data, 0, N)
         t5 = time.perf_counter()
         if r >= 2:
             times["local"].append(t1 - t0), times["allreduce"].append(t3 - t2), times["dp"].append(t5 - t4)

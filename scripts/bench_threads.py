@@ -2,8 +2,9 @@
 
 For each net and batch size it times training steps (the step ``gpumlp train`` runs)
 with 1 and 2 threads, interleaved round after round, and reports the automatic
-choice (gpumlp.threads.auto_threads) as the time of the count it picks, twice: on the machine as it is ("idle"), and with
-a concurrent load, a busy-looping process per CPU but one started by this script.
+choice (gpumlp.threads.auto_threads) as the time of the count it picks, twice: on the
+machine as it is ("idle"), and with a concurrent load, a busy-looping process per CPU
+but one started by this script.
 It reports the minimum and median time per step of each.  The claims it checks:
 under load, auto is never more than 10% slower than 1 thread; idle, auto is within
 10% of the better of 1 and 2 threads.  It measures and prints; it asserts nothing.
@@ -24,9 +25,9 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import gpumlp  # noqa: E402
-from gpumlp.losses import LOSSES  # noqa: E402
+from gpumlp.engine import Trainer  # noqa: E402
+from gpumlp.flops import step_flops  # noqa: E402
 from gpumlp.threads import auto_threads  # noqa: E402
-from gpumlp.train import _Data, _step  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("--rounds", type=int, default=15)
@@ -45,13 +46,13 @@ def spin():
 def steps_for(sizes, n):
     net = gpumlp.MLP(sizes, device="cpu", seed=0)
     rng = np.random.default_rng(0)
-    data = _Data(net, rng.standard_normal((sizes[0], n)), rng.integers(0, sizes[-1], n))
-    opt, k = gpumlp.SGD(0.01, 0.9, 1e-3), net.backend.kernel(LOSSES["ce"].kernel)
-    repeat = max(1, int(2e8 // (6 * n * sum(a * b for a, b in zip(sizes, sizes[1:])))))   # ~0.1 s of work
+    trainer = Trainer(net, gpumlp.SGD(0.01, 0.9, 1e-3))
+    data = trainer.data(rng.standard_normal((sizes[0], n)), rng.integers(0, sizes[-1], n))
+    repeat = max(1, int(2e8 // step_flops(sizes, n)))      # ~0.1 s of work
 
     def run():
         for _ in range(repeat):
-            _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+            trainer.step(data, 0, n)
     return run, repeat
 
 

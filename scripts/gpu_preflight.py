@@ -193,6 +193,7 @@ def compile_module(cupy, info):
 
 def compiled_kernel(cupy, info):
     import numpy as np
+
     from gpumlp import kernels
     from gpumlp.backend import CupyBackend
     rng = np.random.default_rng(1)

@@ -4,7 +4,7 @@ scripts/sweep_batch_sizes.py share.
 One step is forward, softmax cross-entropy, backward and SGD with momentum 0.9, on
 the same data, layer sizes and starting weights, for up to three contenders:
 
-  gpumlp   the step ``gpumlp train`` runs (``gpumlp.train._step``: no checks, no host reads);
+  gpumlp   the step ``gpumlp train`` runs (``gpumlp.engine.Trainer.step``: no checks, no host reads);
   torch    nn.Linear + ReLU, F.cross_entropy and torch.optim.SGD on the same device
            (absent when PyTorch is not installed or cannot use the device);
   floor    the step's GEMMs on preallocated outputs (W_k Z_{k-1}, W_k^T Δ_k, Δ_k Z_{k-1}^T, and
@@ -25,7 +25,7 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]         # the checkout's gpumlp, and its counting backend
+sys.path.insert(0, str(ROOT))                           # the checkout's gpumlp
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -38,6 +38,7 @@ class Context:
         os.environ["CUPY_TF32"] = "1" if tf32 else "0"
         import numpy as np
         from threadpoolctl import threadpool_limits
+
         import gpumlp
         self.np, self.gpumlp = np, gpumlp
         self.device, self.dtype, self.threads, self.tf32 = device, dtype, threads, tf32
@@ -93,27 +94,20 @@ class Context:
         }
 
 
-def step_flops(sizes, N):
-    """The floating-point operations of one step's GEMMs (forward, W^T Δ for k ≥ 2, dW)."""
-    pairs = list(zip(sizes, sizes[1:]))
-    return 2.0 * N * (2 * sum(a * b for a, b in pairs) + sum(a * b for a, b in pairs[1:]))
-
-
 def count_kernels(ctx, sizes, n):
     """gpumlp's kernels per step on the counting backend: fused (as with GPUMLP_FUSED=1)
     and twins (CuPy with the switch off), GEMMs apart, and the buffers a step allocates."""
-    from counting import TALLY, CountingBackend
-    from gpumlp.losses import LOSSES
-    from gpumlp.train import _Data, _step
+    from gpumlp.engine import Trainer
+    from gpumlp.testing import TALLY, CountingBackend
     gpumlp, np = ctx.gpumlp, ctx.np
     out = {}
     for mode in ("fused", "twins"):
         net = gpumlp.MLP(sizes, dtype=ctx.dtype, device=CountingBackend(fused=mode == "fused"), seed=0)
-        data = _Data(net, np.zeros((sizes[0], n)), np.zeros(n, int))
-        opt, k = gpumlp.SGD(LR, MOMENTUM), net.backend.kernel(LOSSES["ce"].kernel)
+        trainer = Trainer(net, gpumlp.SGD(LR, MOMENTUM))
+        data = trainer.data(np.zeros((sizes[0], n)), np.zeros(n, int))
         for _ in range(2):
             TALLY.clear()
-            _step(net, data.XT.T, data.y, k, 1.0, opt, data.loss, data.hit)
+            trainer.step(data, 0, n)
         out[mode] = {"gemm": len(TALLY.gemm), "other": len(TALLY.other), "names": list(TALLY.other),
                      "allocations": list(TALLY.allocs)}
     return out
@@ -126,20 +120,18 @@ class Contenders:
     (per-example gradient norms and |ḡ|²) on the same net, for :meth:`noise_blocks`."""
 
     def __init__(self, ctx, sizes, N, noise_scale=False):
-        from gpumlp.losses import LOSSES
         from gpumlp.noise import StepRecords
-        from gpumlp.train import _Data, _step
-        gpumlp, np, xp, torch = ctx.gpumlp, ctx.np, ctx.xp, ctx.torch
-        self.ctx, self.N = ctx, N
+        np, xp, torch = ctx.np, ctx.xp, ctx.torch
+        self.ctx, self.N, self.sizes = ctx, N, sizes
         rng = np.random.default_rng(0)
         X = rng.standard_normal((sizes[0], N)).astype(ctx.dtype)           # d0 × N, one sample per column
         labels = rng.integers(0, sizes[-1], N)
-        net = self.net = gpumlp.MLP(sizes, activation="relu", dtype=ctx.dtype, device=ctx.backend, seed=0)
-        data, opt = self.data, self.opt = _Data(net, X, labels), gpumlp.SGD(LR, MOMENTUM)
-        kernel, Z0 = ctx.backend.kernel(LOSSES["ce"].kernel), data.XT.T
+        self.X, self.labels = X, labels
+        net, trainer, data = self._gpumlp()
+        Z0 = data.XT.T
 
         def gpumlp_step():
-            _step(net, Z0, data.y, kernel, 1.0, opt, data.loss, data.hit)
+            trainer.step(data, 0, N)
         self.gpumlp_step = gpumlp_step
         self.steps = [("gpumlp", gpumlp_step, ctx.sync)]
 
@@ -147,14 +139,14 @@ class Contenders:
             records = StepRecords(net, 1)
 
             def noise_step():
-                _step(net, Z0, data.y, kernel, 1.0, opt, data.loss, data.hit, records, 0)
+                trainer.step(data, 0, N, records, 0)
             self.noise_step = noise_step
 
         if torch is not None:
             F = torch.nn.functional
             tdev = "cuda" if ctx.device == "gpu" else "cpu"
             layers, (W0, b0) = [], net.get_params()
-            for k, (w, b) in enumerate(zip(W0, b0)):
+            for k, (w, b) in enumerate(zip(W0, b0, strict=True)):
                 lin = torch.nn.Linear(w.shape[1], w.shape[0])
                 with torch.no_grad():                                   # the same starting weights
                     lin.weight.copy_(torch.from_numpy(w))
@@ -195,6 +187,14 @@ class Contenders:
             xp.subtract(theta, scaled, out=theta)
         self.steps.append(("floor", floor_step, ctx.sync))
 
+    def _gpumlp(self):
+        """A fresh net (the same starting weights), its trainer and its data on the device."""
+        from gpumlp.engine import Trainer
+        ctx = self.ctx
+        net = ctx.gpumlp.MLP(self.sizes, activation="relu", dtype=ctx.dtype, device=ctx.backend, seed=0)
+        trainer = Trainer(net, ctx.gpumlp.SGD(LR, MOMENTUM))
+        return net, trainer, trainer.data(self.X, self.labels)
+
     def rounds(self, warmup, rounds):
         """Seconds per step of each contender: ``warmup`` untimed rounds, then ``rounds``
         timed ones, interleaved (gpumlp, ..., floor, gpumlp, ...)."""
@@ -230,23 +230,26 @@ class Contenders:
     def memory(self):
         """Peak memory of gpumlp's steps (NumPy: tracemalloc; CuPy: a memory hook on the pool)
         against params + grads + momentum + S, Z, Δ of one batch; the data on the device apart.
-        The workspaces and the optimizer's state are dropped first, so the steps measured make
-        them again: the twins' scratch and the optimizer's chunk buffer are counted."""
-        ctx, net, data, opt, N = self.ctx, self.net, self.data, self.opt, self.N
+        The steps measured are the first two of a fresh net (the same weights) with a fresh
+        optimizer, built outside the measurement with its data: they make the workspace and the
+        optimizer's state, so the twins' scratch and the optimizer's chunk buffer are counted."""
+        ctx, N = self.ctx, self.N
+        net, trainer, data = self._gpumlp()
         item = ctx.np.dtype(ctx.dtype).itemsize
         n_params = net.params.shape[0]
-        szd = sum(2 * d * N for d in net.sizes[1:]) + sum(d * N for f, d in zip(net.f, net.sizes[1:]) if not f.identity)
+        szd = sum(2 * d * N for d in net.sizes[1:]) + sum(
+            d * N for f, d in zip(net.f, net.sizes[1:], strict=True) if not f.identity)
         model_bytes = (3 * n_params + szd) * item
         data_bytes = data.XT.nbytes + data.y.nbytes + data.loss.nbytes + data.hit.nbytes   # fit adds a shuffled copy
-        net._workspaces.clear()
-        net._ws = net.S = net.Z = net.deltas = None          # nothing may keep the old workspace alive
-        opt._state.clear()
+
+        def step():
+            trainer.step(data, 0, N)
         if ctx.device == "gpu":
             tracker = _PoolPeak(ctx.xp)
             ctx.sync()
             with tracker.hook:
-                self.gpumlp_step()
-                self.gpumlp_step()
+                step()
+                step()
                 ctx.sync()
             peak = tracker.peak + 2 * n_params * item
             how = ("CuPy memory hook: peak bytes taken from the pool over two steps that re-make the "
@@ -254,8 +257,8 @@ class Contenders:
         else:
             tracemalloc.start()
             base = tracemalloc.get_traced_memory()[0]
-            self.gpumlp_step()
-            self.gpumlp_step()
+            step()
+            step()
             peak = tracemalloc.get_traced_memory()[1] - base + 2 * n_params * item
             tracemalloc.stop()
             how = "tracemalloc peak over two steps that re-make the workspace and optimizer state, + params and grads"

@@ -184,7 +184,7 @@ def load(path, device="auto"):
 
 class Checkpoint:
     """What :func:`load_checkpoint` returns: ``net`` (parameters restored), ``optimizer_state``
-    (for the optimizer's ``load_state_dict``), ``state`` (a :class:`gpumlp.engine.TrainState`),
+    (for the optimizer's ``load_state_dict``), ``state`` (a :class:`gpumlp.state.TrainState`),
     ``meta`` (the JSON record the run saved) and ``arrays`` (its extra host arrays)."""
 
     def __init__(self, net, optimizer_state, state, meta, arrays):
@@ -219,7 +219,7 @@ def load_checkpoint(path, device="auto"):
     """A :class:`Checkpoint` from a file written by :func:`save_checkpoint`, on ``device``
     (a checkpoint written on a GPU loads on a CPU, and the reverse).  A gpumlp 0.4 file
     (format /1) is read too: its SGD velocity is the same state under another name."""
-    from .engine import TrainState
+    from .state import TrainState
     arrays = _read(path, "gpumlp checkpoint", CHECKPOINT_FORMAT, OLD_CHECKPOINT_FORMATS)
     config, meta = _json(path, arrays, "config", "checkpoint"), _json(path, arrays, "meta", "checkpoint")
     try:

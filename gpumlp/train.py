@@ -13,9 +13,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._checks import positive_int
-from .engine import Hook, OutOfDeviceMemory, Trainer, TrainingDiverged, TrainState, is_out_of_memory
+from .engine import Hook, OutOfDeviceMemory, Trainer, TrainingDiverged, is_out_of_memory
 from .losses import check_margin, get_loss
 from .noise import NoiseScale
+from .state import TrainState
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "TrainState", "OutOfDeviceMemory"]
 

@@ -70,6 +70,8 @@ def encode_labels(y, classes=None):
     A label not in ``classes`` is an error, never a silent wrong index.
     """
     y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, one label per sample; got shape {y.shape}")
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or (y != np.round(y)).any():
             raise ValueError("labels must be whole numbers or strings; got non-integer floats")
@@ -77,6 +79,10 @@ def encode_labels(y, classes=None):
     if classes is None:
         classes = np.unique(y)
     classes = np.asarray(classes)
+    if classes.ndim != 1 or len(classes) == 0:
+        raise ValueError(f"classes must be a non-empty 1-D array of the class labels; got shape {classes.shape}")
+    if len(classes) > 1 and not np.all(classes[:-1] < classes[1:]):
+        raise ValueError(f"classes must be sorted and distinct; got {classes[:20].tolist()}")
     idx = np.searchsorted(classes, y)
     unknown = (idx >= len(classes)) | (classes[np.minimum(idx, len(classes) - 1)] != y)
     if unknown.any():

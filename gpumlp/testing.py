@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -34,7 +35,8 @@ import numpy as np
 
 from .backend import ArrayAPIBackend, Backend, to_numpy
 
-__all__ = ["host", "rel_err", "random_problem", "strict_backend", "Tally", "TALLY", "CountingArray",
+__all__ = ["host", "rel_err", "random_problem", "labelled_problem", "random_biases", "exact", "ref_softmax",
+           "ref_ce", "ref_hinge", "ref_mse", "strict_backend", "Tally", "TALLY", "CountingArray",
            "CountingBackend", "VIEWS"]
 
 
@@ -59,6 +61,53 @@ def random_problem(sizes: Sequence[int], n: int, seed: int, loss: str = "mse") -
     if loss == "mse":
         return X, rng.standard_normal((sizes[-1], n))
     return X, rng.integers(0, sizes[-1], n)
+
+
+def labelled_problem(d0: int = 3, n: int = 10, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """X (d0 × n), standard normal, and labels (n,) in [0, k): ``random_problem([d0, k], n, seed, "ce")``."""
+    return random_problem([d0, k], n, seed, loss="ce")
+
+
+def random_biases(net: Any, rng: np.random.Generator, scale: float = 1.0) -> list[np.ndarray]:
+    """Give ``net`` random non-zero biases (d_k × 1, standard normal times ``scale``); the
+    weights stay as they are.  Returns the biases set."""
+    W, _ = net.get_params()
+    b = [rng.standard_normal((d, 1)) * scale for d in net.sizes[1:]]
+    net.set_params(W, b)
+    return b
+
+
+def exact(message: str) -> str:
+    """A ``pytest.raises(match=...)`` pattern for exactly ``message``."""
+    return "^" + re.escape(message) + "$"
+
+
+# -- the losses written plainly, in float64 (Y is K × N, one column per sample) -------------
+
+def ref_softmax(Y: np.ndarray) -> np.ndarray:
+    """Column-wise softmax."""
+    E = np.exp(Y - Y.max(axis=0, keepdims=True))
+    return E / E.sum(axis=0, keepdims=True)
+
+
+def ref_ce(Y: np.ndarray, labels: np.ndarray, norm: float) -> tuple[float, np.ndarray]:
+    """(softmax cross-entropy summed over the columns / norm, its ∂L/∂Y)."""
+    P, onehot = ref_softmax(Y), np.eye(Y.shape[0])[:, labels]
+    return -np.log(P[labels, np.arange(Y.shape[1])]).sum() / norm, (P - onehot) / norm
+
+
+def ref_hinge(Y: np.ndarray, labels: np.ndarray, C: float, norm: float) -> tuple[float, np.ndarray]:
+    """(the multi-class hinge on softmax outputs with margin C, summed / norm, its ∂L/∂Y)."""
+    P, onehot = ref_softmax(Y), np.eye(Y.shape[0])[:, labels]
+    M = P - (P * onehot).sum(axis=0, keepdims=True) + C
+    active = (M >= 0) * (1 - onehot)
+    G = active - onehot * active.sum(axis=0, keepdims=True)
+    return (M * active).sum() / norm, P * (G - (P * G).sum(axis=0, keepdims=True)) / norm
+
+
+def ref_mse(Y: np.ndarray, T: np.ndarray, norm: float) -> tuple[float, np.ndarray]:
+    """(½‖Y − T‖² / norm, its ∂L/∂Y)."""
+    return 0.5 * ((Y - T) ** 2).sum() / norm, (Y - T) / norm
 
 
 def strict_backend() -> ArrayAPIBackend:
@@ -92,7 +141,9 @@ class Tally:
         self.paused = 0
 
     def clear(self) -> None:
-        self.gemm.clear(), self.other.clear(), self.allocs.clear()
+        self.gemm.clear()
+        self.other.clear()
+        self.allocs.clear()
 
     def log(self, name: str) -> None:
         if not self.paused:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the CPU backends every core test runs on, and small helpers.
+"""Fixtures and hooks only; the tests' helpers live in :mod:`gpumlp.testing`.
 
 ``backend`` runs a test twice: on NumPy, and on ``array_api_strict`` on its fake
 non-CPU device ``device1``.  On the latter any NumPy-only call in the device path
@@ -14,9 +14,11 @@ import pytest
 
 import gpumlp
 from gpumlp import backend as B
-from gpumlp.testing import host, random_problem, rel_err, strict_backend
+from gpumlp.testing import strict_backend
 
-__all__ = ["host", "random_problem", "rel_err", "strict_backend", "load_standin"]   # the tests import these
+# The pipe tests run the CLI in subprocesses, which inherit this environment: an inherited
+# PYTHONUNBUFFERED would hide a missing flush, so no test runs with it.
+os.environ.pop("PYTHONUNBUFFERED", None)
 
 STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin", "cupy", "__init__.py")
 
@@ -26,7 +28,7 @@ def backend(request):
     return gpumlp.get_backend("cpu") if request.param == "numpy" else strict_backend()
 
 
-def load_standin():
+def _load_standin():
     """The stand-in CuPy of ``tests/standin`` (loaded once, under a name of its own)."""
     module = sys.modules.get("gpumlp_standin_cupy")
     if module is None:
@@ -46,7 +48,7 @@ def standin(monkeypatch):
         if os.environ.get("CI") == "true":
             pytest.fail(why + ": CI must have one (.ci/run installs it)")
         pytest.skip(why)
-    module = load_standin()
+    module = _load_standin()
     monkeypatch.setitem(sys.modules, "cupy", module)
     monkeypatch.setattr(B, "_auto", None)
     return module

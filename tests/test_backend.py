@@ -106,8 +106,8 @@ def test_to_numpy_copies_host_arrays():
 
 def test_the_strict_device_catches_a_numpy_call_in_the_device_path(monkeypatch):
     """The CI check can fail: a stray np.maximum in an activation breaks the strict run."""
-    from conftest import strict_backend
     from gpumlp.activations import ReLU
+    from gpumlp.testing import strict_backend
     net = gpumlp.MLP([3, 4, 2], device=strict_backend(), seed=0)
     x = np.ones((3, 5))
     net.forward(x)                                      # fine as written

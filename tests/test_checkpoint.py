@@ -13,9 +13,8 @@ import pytest
 
 import gpumlp
 from gpumlp import cli, io
+from gpumlp.testing import strict_backend
 from gpumlp.train import TrainState, fit
-
-from conftest import strict_backend
 
 # slow enough per epoch (~0.3 s) to be killed mid-run, fast enough for CI
 RUN = ["--device", "cpu", "--hidden", "512,512", "--batch-size", "8", "--lr", "0.01", "--dtype", "float64",

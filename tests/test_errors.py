@@ -163,7 +163,7 @@ def test_a_device_array_given_to_a_cpu_model_is_an_error_not_a_copy(net):
 
 
 def test_a_strict_device_array_given_to_a_cpu_model_is_an_error(net):
-    from conftest import strict_backend
+    from gpumlp.testing import strict_backend
     b = strict_backend()
     x = b.asarray(X(), b.dtype("float64"))
     with pytest.raises(ValueError, match="another library or device"):

@@ -7,8 +7,7 @@ import pytest
 
 import gpumlp
 from gpumlp.example import W1, W2, X, exercise2, y
-
-from conftest import host
+from gpumlp.testing import host
 
 # Every matrix and number the homework prints, in its order.
 PRINTED = {

@@ -12,9 +12,8 @@ import pytest
 import gpumlp
 from gpumlp.backend import CupyBackend
 from gpumlp.kernels import check, launch, source
+from gpumlp.testing import host, random_problem
 from gpumlp.train import fit
-
-from conftest import host, random_problem
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from gpumlp import backend as backend_module
 from gpumlp.losses import cross_entropy, hinge, mse, softmax
 from gpumlp.train import TrainingDiverged, evaluate, fit
 
-from conftest import host
+from gpumlp.testing import host
 from test_gradcheck import numeric_gradient as _finite_differences
 
 H = 1e-3

@@ -24,8 +24,7 @@ from gpumlp.activations import ACTIVATIONS
 from gpumlp.backend import CupyBackend
 from gpumlp.kernels import check
 from gpumlp.losses import LOSSES as TABLE
-
-from conftest import host, random_problem, rel_err
+from gpumlp.testing import host, random_problem, rel_err
 
 pytestmark = pytest.mark.gpu
 PROBE = B._probe_cupy()                        # a real CuPy and device, if this machine has them
@@ -178,8 +177,8 @@ def test_a_steady_gpu_step_takes_no_memory_from_the_pool(cupy, mode, net):
     and for regression onto one output (db of a layer of width 1 is a 1 × 1 product).  The
     pool's cached free blocks are dropped first: a temporary taken and given back during the
     step would otherwise come from the cache and go unseen."""
-    from gpumlp.noise import StepRecords
     from gpumlp.engine import Trainer
+    from gpumlp.noise import StepRecords
     noise, loss = net == "wide+noise", "squared_error" if net == "regression" else "ce"
     sizes = [16, 32, 1] if net == "regression" else [784, 1024, 1024, 10]
     net = gpumlp.MLP(sizes, device=backends(cupy)[mode], seed=0)

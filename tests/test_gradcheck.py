@@ -11,8 +11,7 @@ import pytest
 import gpumlp
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.losses import softmax
-
-from conftest import host, random_problem
+from gpumlp.testing import host, random_problem
 
 LOSSES = ["mse", "hinge", "ce"]
 H = 1e-3
@@ -94,7 +93,7 @@ def test_gradients_match_finite_differences(activation, loss, bias):
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_gradients_on_the_strict_device_backend(loss):
-    from conftest import strict_backend
+    from gpumlp.testing import strict_backend
     backend = strict_backend()
     fn = loss_fn(loss)
     net, X, t = checked_problem([3, 4, 3], 5, "tanh", loss, True, device=backend)

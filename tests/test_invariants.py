@@ -5,8 +5,7 @@ import pytest
 
 import gpumlp
 from gpumlp import activations
-
-from conftest import host, random_problem, rel_err
+from gpumlp.testing import host, random_problem, rel_err
 
 
 def grads_of(net, X, T, reduction="sum"):
@@ -162,8 +161,8 @@ def test_a_training_epoch_never_reads_device_values_until_its_end(monkeypatch):
     """On the strict device every host read of a device value (float, bool, int, a
     NumPy conversion) raises during the steps; the epoch's losses are read once, at
     its end, through DLPack."""
-    from conftest import strict_backend
     from gpumlp.engine import Trainer
+    from gpumlp.testing import strict_backend
     backend = strict_backend()
     sizes = [5, 8, 3]
     X, y = random_problem(sizes, 40, 0, "ce")

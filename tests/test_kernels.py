@@ -12,12 +12,10 @@ import pytest
 import gpumlp
 from gpumlp import kernels
 from gpumlp.activations import ACTIVATIONS
-from gpumlp.losses import LOSSES, softmax
 from gpumlp.engine import DeviceData, Trainer
+from gpumlp.losses import LOSSES, softmax
+from gpumlp.testing import TALLY, CountingBackend, random_problem
 from gpumlp.train import evaluate, fit
-
-from conftest import random_problem
-from counting import TALLY, CountingBackend
 
 WIDE = [784, 1024, 1024, 10]
 
@@ -322,6 +320,7 @@ def test_a_new_activation_is_one_edit_away_from_the_generated_switch():
 
 def test_the_cuda_source_is_the_package_file():
     from importlib import resources
+
     from gpumlp.kernels import source
     assert resources.files("gpumlp.kernels").joinpath("fused.cu").read_text(encoding="utf-8") == source.CUDA_SOURCE
     assert "__global__ void sample_sq" in source.CUDA_SOURCE and "squared_error_loss" in source.CUDA_SOURCE

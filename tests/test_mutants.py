@@ -22,8 +22,8 @@ from gpumlp.losses import LOSSES, Loss, cross_entropy, get_loss, hinge, mse, one
 from gpumlp.engine import DeviceData
 from gpumlp.train import TrainingDiverged, evaluate, fit
 
-from conftest import strict_backend
-from counting import TALLY, CountingBackend
+from gpumlp.testing import strict_backend
+from gpumlp.testing import TALLY, CountingBackend
 
 CPU = gpumlp.get_backend("cpu")
 QUIET = dict(progress=False, log=lambda line: None)

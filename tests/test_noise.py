@@ -15,10 +15,8 @@ import pytest
 import gpumlp
 from gpumlp.losses import LOSSES
 from gpumlp.noise import NoiseScale, estimate
+from gpumlp.testing import TALLY, CountingBackend, host
 from gpumlp.train import fit
-
-from conftest import host
-from counting import TALLY, CountingBackend
 
 Z_SIGMAS = 5.0          # a mean is within 5 standard errors: a false alarm is a 1-in-3.5-million event
 
@@ -297,8 +295,8 @@ def test_a_step_with_noise_records_allocates_nothing():
     """The noise-scale records are per-step device rows: a steady step still allocates no
     buffer, and the records cost only a sample_sq kernel per layer and two dot products
     (cuBLAS's on a GPU; 1 × 1 GEMMs here)."""
-    from gpumlp.noise import StepRecords
     from gpumlp.engine import Trainer
+    from gpumlp.noise import StepRecords
     net = gpumlp.MLP([20, 16, 16, 4], dtype="float32", device=CountingBackend(fused=True), seed=0)
     trainer = Trainer(net, gpumlp.SGD(0.1, 0.9), "ce")
     data = trainer.data(np.zeros((20, 32)), np.zeros(32, int))

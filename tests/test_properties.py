@@ -35,8 +35,7 @@ from hypothesis import strategies as st  # noqa: E402
 import gpumlp  # noqa: E402
 from gpumlp.activations import ACTIVATIONS  # noqa: E402
 from gpumlp.losses import LOSSES, softmax  # noqa: E402
-
-from conftest import host, strict_backend  # noqa: E402
+from gpumlp.testing import host, strict_backend  # noqa: E402
 
 ACTS = sorted(ACTIVATIONS)          # leaky_relu, linear, relu, sigmoid, tanh
 KINKED = ("relu", "leaky_relu")

@@ -4,8 +4,7 @@ import pytest
 
 import gpumlp
 from gpumlp.activations import ACTIVATIONS
-
-from conftest import host, random_problem
+from gpumlp.testing import host, random_problem
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (optional oracle)")
 F = torch.nn.functional

@@ -34,7 +34,7 @@ def test_each_loss_learns_the_digits(digits, loss, lr):
 
 
 def test_training_on_the_strict_device_backend_matches_numpy(digits):
-    from conftest import strict_backend
+    from gpumlp.testing import strict_backend
     Xtr, ytr, Xte, yte = (a[:, :200] if a.ndim == 2 else a[:200] for a in digits)
     runs = []
     for device in ("cpu", strict_backend()):
@@ -153,6 +153,7 @@ def test_the_readme_train_command_reaches_097_on_digits(tmp_path):
 
 def test_train_picks_its_blas_threads_and_records_them(tmp_path):
     from threadpoolctl import threadpool_info
+
     from gpumlp import threads
     assert threads.auto_threads([64, 256, 10], 32, cpus=16) == 1                   # the digits: 3 MFLOP a step
     assert threads.step_flops([784, 1024, 1024, 10], 64) == 6 * 64 * (784 * 1024 + 1024 * 1024 + 1024 * 10)

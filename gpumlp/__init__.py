@@ -11,5 +11,6 @@ from .optim import SGD
 from .train import TrainingDiverged, TrainState, evaluate, fit
 
 __version__ = "0.4.0"
-__all__ = ["MLP", "SGD", "Trainer", "Hook", "fit", "evaluate", "TrainState", "TrainingDiverged", "Classifier", "Standardizer",
+__all__ = ["MLP", "SGD", "Trainer", "Hook", "fit", "evaluate", "TrainState", "TrainingDiverged", "Classifier",
+           "Standardizer",
            "save", "load", "losses", "noise", "to_numpy", "get_backend", "DeviceUnavailableError", "__version__"]

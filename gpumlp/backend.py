@@ -20,6 +20,7 @@ import importlib
 import os
 import sys
 import types
+from typing import Any
 
 import numpy as np
 
@@ -53,10 +54,10 @@ class Backend:
     is_gpu = False
     fused = False           # True where kernel() returns compiled kernels (see gpumlp.kernels)
     mode = "off"            # how: "off" (the twins), "auto" (checked at first launch) or "on"
-    _twins = None           # the module the twins run on, when it is not xp
+    _twins: Any = None      # the module the twins run on, when it is not xp
 
     def __init__(self):
-        self.xp = np
+        self.xp: Any = np
         self._twins = _HOST_TWINS
 
     def __repr__(self):
@@ -183,8 +184,8 @@ class _OutParam:
             # NumPy promotes bool to the other operand's float type; the standard does not.
             floats = [a.dtype for a in args if hasattr(a, "dtype") and self._ns.isdtype(a.dtype, "real floating")]
             if floats:
-                args = [self._ns.astype(a, floats[0]) if hasattr(a, "dtype") and a.dtype == self._ns.bool
-                        else a for a in args]
+                args = tuple(self._ns.astype(a, floats[0]) if hasattr(a, "dtype") and a.dtype == self._ns.bool
+                             else a for a in args)
             result = attr(*args, **kwargs)
             if out is None:
                 return result

@@ -150,7 +150,7 @@ class Trainer:
         self.micro = None if micro_batch is None else positive_int(micro_batch, "micro_batch")
         self.parallel = parallel
         self._kernel = net.backend.kernel(entry.kernel)
-        self._acc = None                         # the micro-batches' gradient sum
+        self._acc: Any = None                    # the micro-batches' gradient sum
 
     def data(self, X, y) -> DeviceData:
         """X (d0 × N) and its labels (or targets, for a loss on real targets), checked and
@@ -258,15 +258,18 @@ class Trainer:
         ran, stopped = len(starts), False
         for i, s in enumerate(starts):
             e = min(s + batch_size, N)
-            info = Step(number, i, s, e, first_step + i + 1, len(starts)) if before or after else None
+            if not (before or after):
+                self.step(data, s, e, records, i)
+                continue
+            info = Step(number, i, s, e, first_step + i + 1, len(starts))
             for f in before:
                 f(self, info)
             self.step(data, s, e, records, i)
-            if after and any([f(self, info) for f in after]):
+            if any([f(self, info) for f in after]):
                 ran, stopped = i + 1, True
                 break
         record = self._record(data, starts[:ran], batch_size, number, first_step, check)
-        if noise is not None:
+        if noise is not None and records is not None:
             sums, grad_sq = records.read(backend, 0, ran)
             sizes = np.minimum(batch_size, N - np.asarray(starts[:ran]))
             noise.update(self.parallel.sum(sums) if self.parallel is not None else sums, grad_sq, sizes)
@@ -295,10 +298,10 @@ class Trainer:
         record: dict[str, Any] = {"epoch": number, "loss": float(steps.astype(np.float64) @ sizes / max(seen, 1)),
                                   "accuracy": None}
         if data.kind == "labels":
-            hits = np.count_nonzero(backend.to_numpy(data.hit)[:seen])
+            hits = int(np.count_nonzero(backend.to_numpy(data.hit)[:seen]))
             if parallel is not None:
                 hits = int(parallel.sum(np.array([hits]))[0])
-            record["accuracy"] = float(hits) / max(seen, 1)
+            record["accuracy"] = hits / max(seen, 1)
         return record
 
 

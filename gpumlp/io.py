@@ -12,6 +12,7 @@ names the file and what is wrong.
 import json
 import os
 import tempfile
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def save(path, net, meta=None, **arrays):
     """Write ``net`` (config and parameters), a JSON-able ``meta`` dict and extra host
     ``arrays`` to ``path``, atomically."""
     W, b = net.get_params()
-    payload = {"format": np.array(FORMAT), "config": np.array(json.dumps(_config(net))),
+    payload: dict[str, Any] = {"format": np.array(FORMAT), "config": np.array(json.dumps(_config(net))),
                "meta": np.array(json.dumps(meta or {}))}
     for k, w in enumerate(W, start=1):
         payload[f"W{k}"] = w
@@ -200,7 +201,7 @@ def save_checkpoint(path, net, optimizer_state, state, meta=None, params=None, *
     params = net.backend.to_numpy(net.params) if params is None else np.asarray(params)
     if params.shape != tuple(net.params.shape):
         raise ValueError(f"params must have shape {tuple(net.params.shape)}; got {params.shape}")
-    payload = {"format": np.array(CHECKPOINT_FORMAT), "config": np.array(json.dumps(_config(net))),
+    payload: dict[str, Any] = {"format": np.array(CHECKPOINT_FORMAT), "config": np.array(json.dumps(_config(net))),
                "state": np.array(json.dumps(state.to_json())), "meta": np.array(json.dumps(meta or {})),
                "params": params}
     values = {}

@@ -73,7 +73,8 @@ def mse(Y, T, reduction="mean", normalizer=None):
     shape = shape_of(T)
     if shape != tuple(Y.shape):
         raise ValueError(f"targets T must have the shape of Y, {tuple(Y.shape)} (K × N, one column "
-                         f"per sample); got {shape}" + (" — use T.reshape(1, -1)" if shape == (Y.shape[1],) and Y.shape[0] == 1 else ""))
+                         f"per sample); got {shape}"
+                         + (" — use T.reshape(1, -1)" if shape == (Y.shape[1],) and Y.shape[0] == 1 else ""))
     T = to_device(backend, T, "T", Y.dtype)
     R = Y - T
     scale = _inverse(normalizer, Y.shape[1]) if reduction == "mean" else 1.0

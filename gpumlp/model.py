@@ -13,8 +13,10 @@ Python lists are 0-based, so ``W[k-1]`` is W_k, ``deltas[k-1]`` is Δ_k, and
 ``params`` (W_1, b_1, W_2, b_2, ...) and all gradients in ``grads``, laid out
 alike; ``W``, ``b``, ``dW`` and ``db`` are views into them.
 """
+import itertools
 import operator
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
@@ -68,14 +70,14 @@ class _Workspace:
         new = backend.empty
         self.n = n
         self.S = [new((d, n), dt) for d in net.sizes[1:]]
-        self.Z = [None] + [S if f.identity else new(S.shape, dt) for f, S in zip(net.f, self.S)]
+        self.Z = [None] + [S if f.identity else new(S.shape, dt) for f, S in zip(net.f, self.S, strict=True)]
         self.D = [new((d, n), dt) for d in net.sizes[1:]]
         self.ones = backend.zeros((n, 1), dt)
         self.ones += 1
         self.mask = self.tmp = self.loss_scratch = None
         self.norms = None                 # the buffers of per-example gradient norms, made on first use
         if not backend.fused:
-            widths = [d for f, d in zip(net.f, net.sizes[1:]) if not f.identity]
+            widths = [d for f, d in zip(net.f, net.sizes[1:], strict=True) if not f.identity]
             if any(f.scratch == "bool" for f in net.f):
                 self.mask = new((max(widths), n), backend.dtype("bool"))
             if any(f.scratch == "float" for f in net.f):
@@ -85,7 +87,7 @@ class _Workspace:
         # linear layer needs none, and may be wider than all the others)
         self.scratch = [(None, None) if f.identity else
                         (None if self.mask is None else self.mask[:d, :], None if self.tmp is None else self.tmp[:d, :])
-                        for f, d in zip(net.f, net.sizes[1:])]
+                        for f, d in zip(net.f, net.sizes[1:], strict=True)]
 
 
 class _ParamList(list):
@@ -134,16 +136,19 @@ class MLP:
         self.backend = get_backend(device)
         self.xp = self.backend.xp
 
-        shapes = [(d, d_prev) for d_prev, d in zip(self.sizes, self.sizes[1:])]
+        shapes = [(d, d_prev) for d_prev, d in itertools.pairwise(self.sizes)]
         n = sum(r * c + (r if self.bias else 0) for r, c in shapes)
         dt = self.backend.dtype(self.dtype)
         self.params = self.backend.zeros((n,), dt)
         self.grads = self.backend.zeros((n,), dt)
         self._W, self._b = self._views(self.params, shapes)
         self._dW, self._db = self._views(self.grads, shapes)
-        self.dW = self.db = None          # filled by backward()
-        self.S = self.Z = self.deltas = None
-        self._ws = None                   # the workspace of the last forward pass
+        self.dW: Any = None               # filled by backward()
+        self.db: Any = None
+        self.S: Any = None
+        self.Z: Any = None
+        self.deltas: Any = None
+        self._ws: Any = None              # the workspace of the last forward pass
         self._fresh = False               # grads come from a backward() after the last forward()
         self._workspaces = OrderedDict()
         kernel = self.backend.kernel      # the fused kernels of each layer, bound once
@@ -153,7 +158,7 @@ class MLP:
         self._no_bias = [None] * L
 
         rng = np.random.default_rng(seed)
-        W0 = [rng.standard_normal((r, c)) * _init_scale(f.name, r, c) for f, (r, c) in zip(self.f, shapes)]
+        W0 = [rng.standard_normal((r, c)) * _init_scale(f.name, r, c) for f, (r, c) in zip(self.f, shapes, strict=True)]
         self.set_params(W0, [np.zeros((r, 1)) for r, _ in shapes] if self.bias else None)
 
     # -- construction helpers ------------------------------------------------
@@ -217,7 +222,7 @@ class MLP:
             raise ValueError(f"{name} must be a list of {len(targets)} arrays, one per layer; "
                              f"got {type(arrays).__name__} of length {length}")
         out = []
-        for k, (a, target) in enumerate(zip(arrays, targets), start=1):
+        for k, (a, target) in enumerate(zip(arrays, targets, strict=True), start=1):
             label = f"{name}[{k - 1}] ({name}_{k})"
             a = to_device(self.backend, a, label, self.dtype)
             if name == "b" and len(a.shape) == 1:

@@ -20,6 +20,7 @@ others waiting in a collective.)
 """
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -36,13 +37,14 @@ class DataParallel:
     parameters and :meth:`sum` of host values."""
 
     def __init__(self, comm):
-        MPI = getattr(comm, "MPI", None)           # gpumlp.loopback's communicator brings its own constants
-        if MPI is None:
+        self.MPI: Any = getattr(comm, "MPI", None)  # gpumlp.loopback's communicator brings its own constants
+        if self.MPI is None:
             from mpi4py import MPI
-        self.MPI, self.comm = MPI, comm
+            self.MPI = MPI
+        self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self._stage = None                       # host staging buffer for device arrays
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)   # collective: every rank, at once
+        self._stage: np.ndarray | None = None    # host staging buffer for device arrays
+        node = comm.Split_type(self.MPI.COMM_TYPE_SHARED)   # collective: every rank, at once
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
 

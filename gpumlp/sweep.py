@@ -16,6 +16,7 @@ batch size, learning rate and seed, and fits :func:`fit_critical_batch`.
 """
 import math
 import time
+from typing import Any
 
 import numpy as np
 
@@ -97,9 +98,9 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     noise = NoiseScale(population=N) if noise_scale else None
     rng = np.random.default_rng(seed)
     init = _noise_at_init(trainer, train, batch_size, seed) if noise_scale else None
-    hooks: list[Hook] = ([_WarmUp(peak_lr, warmup_samples)] if warmup_samples else []) + [
-        _ToTarget(test, N, eval_every, target, max_epochs)]
-    run = hooks[-1]
+    run = _ToTarget(test, N, eval_every, target, max_epochs)
+    hooks: list[Hook] = [_WarmUp(peak_lr, warmup_samples)] if warmup_samples else []
+    hooks.append(run)
     try:
         with np.errstate(over="ignore", invalid="ignore"):    # a diverging run is reported, not warned about
             for epoch in range(1, max_epochs + 1):
@@ -115,7 +116,7 @@ def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.9
     accs = [ev["test_accuracy"] for ev in out["evaluations"]]
     out.update(steps_run=step, samples_run=samples, epochs_run=samples / N, seconds_run=seconds,
                final_test_accuracy=accs[-1], best_test_accuracy=max(accs))
-    if noise is not None:
+    if noise is not None and init is not None:
         out.update(b_simple_to_target=noise.b_simple_mean, b_simple_init=init.b_simple_mean,
                    b_simple_first_epoch=noise.b_simple_start, b_simple_end=noise.b_simple, noise_steps=noise.steps)
     return out
@@ -131,8 +132,8 @@ def _noise_at_init(trainer, train, batch_size, seed):
     records = StepRecords(trainer.net, len(starts))
     for i, s in enumerate(starts):
         trainer.gradients(train, s, min(s + batch_size, N), records, i)     # no update
-    return NoiseScale(population=N).update(*records.read(trainer.net.backend, 0, len(starts)),
-                                           [min(batch_size, N - s) for s in starts])
+    sums, grad_sq = records.read(trainer.net.backend, 0, len(starts))
+    return NoiseScale(population=N).update(sums, grad_sq, [min(batch_size, N - s) for s in starts])
 
 
 class _WarmUp(Hook):
@@ -156,8 +157,9 @@ class _ToTarget(Hook):
         self.test, self.n_train, self.eval_every, self.target = test, n_train, eval_every, target
         self.max_epochs = max_epochs
         self.step = self.samples = 0
-        self.seconds, self.next_eval, self.t0 = 0.0, eval_every, None
-        self.out = {"reached": False, "diverged": False, "steps": None, "samples": None, "epochs": None,
+        self.seconds, self.next_eval = 0.0, eval_every
+        self.t0: float | None = None
+        self.out: dict[str, Any] = {"reached": False, "diverged": False, "steps": None, "samples": None, "epochs": None,
                     "seconds": None, "evaluations": []}
 
     def before_step(self, trainer, step):
@@ -177,7 +179,7 @@ class _ToTarget(Hook):
 
     def _stop_clock(self, trainer):
         trainer.net.backend.synchronize()
-        self.seconds += time.perf_counter() - self.t0
+        self.seconds += time.perf_counter() - (self.t0 or 0.0)
         self.t0 = None
 
     def _evaluate(self, trainer):
@@ -218,7 +220,7 @@ def fit_critical_batch(batch_sizes, steps):
     A = np.stack([np.ones_like(B), 1.0 / B], axis=1) / S[:, None]      # rows divided by S: relative residuals
     (s_min, e_min), *_ = np.linalg.lstsq(A, np.ones_like(S), rcond=None)
     resid = (s_min + e_min / B) / S - 1.0
-    out = {"s_min": float(s_min), "e_min": float(e_min), "b_crit": None,
+    out: dict[str, Any] = {"s_min": float(s_min), "e_min": float(e_min), "b_crit": None,
            "rms_relative_residual": float(np.sqrt(np.mean(resid ** 2))), "points": int(len(B))}
     lo, hi = float(B.min()), float(B.max())
     if s_min <= 0 or e_min > 10 * hi * s_min:
@@ -233,7 +235,7 @@ def fit_critical_batch(batch_sizes, steps):
     return out
 
 
-_loaded = {}
+_loaded: dict[tuple, tuple] = {}
 
 
 def load_split(data=None, test_fraction=0.2):

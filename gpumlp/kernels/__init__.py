@@ -94,7 +94,7 @@ class Kernel:
         """``twin`` (which takes the kernel's arguments and needs its scratch) for callers that
         pass no scratch, as the fused path's do: the scratch is made on ``backend`` once per
         shape of the call's arguments, and lent after."""
-        lent = {}
+        lent: dict = {}
 
         def run(*args):
             key = tuple(getattr(a, "shape", a is None) for a in args)
@@ -307,7 +307,7 @@ def _sample_sq_host(D, Z, bias, first, out, tmp, dn, zn):
 # -- the kernels ------------------------------------------------------------------------------
 def _loss_scratch(backend, args):
     Y, s = args[0], args[7]
-    return args if s is not None else args[:7] + (LossScratch(backend, *Y.shape, Y.dtype),)
+    return args if s is not None else args[:7] + (LossScratch(backend, Y.shape[0], Y.shape[1], Y.dtype),)
 
 
 def _sgd_scratch(backend, args):

@@ -22,7 +22,7 @@ import numpy as np
 __all__ = ["TOLERANCE", "checked", "verdicts"]
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}      # the gpu tests' tolerances
-verdicts = {}            # (template, variant, dtype name) -> True (compiled agrees) or False (use the twin)
+verdicts: dict = {}            # (template, variant, dtype name) -> True (compiled agrees) or False (use the twin)
 
 
 def _difference(a, b, dtype):

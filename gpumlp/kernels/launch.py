@@ -33,7 +33,7 @@ LAYOUTS = {
     "sample_sq": ("C", "strided", "C"),                # D, Z (Z_0 is an F-contiguous view), out
 }
 
-_modules = {}                    # cupy module -> {None: its RawModule, (name, dtype): function}
+_modules: dict = {}                    # cupy module -> {None: its RawModule, (name, dtype): function}
 
 
 def _module(cupy):
@@ -106,7 +106,7 @@ def target_loss(cupy, kernel):
 def _template(kernel):
     """The kernel's template for the variant a call selects (:meth:`Kernel.variant`), each
     made once."""
-    made = {}
+    made: dict = {}
 
     def template(args):
         values = kernel.variant(args)

@@ -50,7 +50,7 @@ class MLPAdapter(BaseEstimator):
         builds estimators without checking; gpumlp's constructors check the rest)."""
         hidden = self.hidden_layer_sizes
         hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
-        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and int(h) >= 1 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be a positive int or a sequence of them; "
                              f"got {self.hidden_layer_sizes!r}")
         activation = SKLEARN_ACTIVATIONS.get(self.activation, self.activation)

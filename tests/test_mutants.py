@@ -4,9 +4,8 @@ every loss against its formula, ``one_hot``, the kernel templates against the co
 name list, the copy/alias contracts of the backends, the dtype of every scratch buffer,
 the batch widths of evaluate and predict, the progress bar, the epoch log line, and the
 documented defaults."""
-import re
-import sys
 import functools
+import sys
 import time
 import types
 import warnings
@@ -18,156 +17,17 @@ import gpumlp
 from gpumlp import backend as B
 from gpumlp import kernels
 from gpumlp.activations import ACTIVATIONS, get_activation
-from gpumlp.losses import LOSSES, Loss, cross_entropy, get_loss, hinge, mse, one_hot
 from gpumlp.engine import DeviceData
+from gpumlp.testing import TALLY, CountingBackend, exact, ref_ce, ref_hinge, strict_backend
+from gpumlp.testing import labelled_problem as problem
 from gpumlp.train import TrainingDiverged, evaluate, fit
-
-from gpumlp.testing import strict_backend
-from gpumlp.testing import TALLY, CountingBackend
 
 CPU = gpumlp.get_backend("cpu")
 QUIET = dict(progress=False, log=lambda line: None)
 
 
-def exact(message):
-    """A ``match=`` pattern for exactly ``message``."""
-    return "^" + re.escape(message) + "$"
 
 
-def problem(d0=3, n=10, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((d0, n)), rng.integers(0, k, n)
-
-
-# -- float64 references -----------------------------------------------------------------
-def ref_softmax(Y):
-    E = np.exp(Y - Y.max(axis=0, keepdims=True))
-    return E / E.sum(axis=0, keepdims=True)
-
-
-def ref_ce(Y, labels, norm):
-    P, onehot = ref_softmax(Y), np.eye(Y.shape[0])[:, labels]
-    return -np.log(P[labels, np.arange(Y.shape[1])]).sum() / norm, (P - onehot) / norm
-
-
-def ref_hinge(Y, labels, C, norm):
-    P, onehot = ref_softmax(Y), np.eye(Y.shape[0])[:, labels]
-    M = P - (P * onehot).sum(axis=0, keepdims=True) + C
-    active = (M >= 0) * (1 - onehot)
-    G = active - onehot * active.sum(axis=0, keepdims=True)
-    return (M * active).sum() / norm, P * (G - (P * G).sum(axis=0, keepdims=True)) / norm
-
-
-def ref_mse(Y, T, norm):
-    return 0.5 * ((Y - T) ** 2).sum() / norm, (Y - T) / norm
-
-
-Y_3x5 = np.array([[0.3, -1.2, 2.0, 0.1, -0.4],
-                  [1.1, 0.4, -0.3, 0.2, 0.9],
-                  [-0.7, 0.8, 0.5, -1.5, 0.0]])
-LABELS_5 = np.array([0, 2, 1, 1, 0])
-
-
-# == losses =============================================================================
-@pytest.mark.parametrize("norm", [8.0, 0.5])
-def test_every_loss_divides_by_the_normalizer(norm):
-    Y, labels, onehot = Y_3x5, LABELS_5, np.eye(3)[:, LABELS_5]
-    for got, want in [(cross_entropy(Y, labels, normalizer=norm), ref_ce(Y, labels, norm)),
-                      (LOSSES["ce"](Y, labels, normalizer=norm), ref_ce(Y, labels, norm)),
-                      (hinge(Y, labels, 0.3, norm), ref_hinge(Y, labels, 0.3, norm)),
-                      (LOSSES["mse"](Y, labels, normalizer=norm), ref_mse(Y, onehot, norm)),
-                      (mse(Y, onehot, normalizer=norm), ref_mse(Y, onehot, norm))]:
-        assert float(got[0]) == pytest.approx(want[0], rel=1e-12)
-        np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-15)
-
-
-def test_the_normalizer_must_be_positive():
-    for bad in (0, -2.0):
-        with pytest.raises(ValueError, match=exact(
-                f"normalizer must be a finite number > 0 (the N to divide by); got {bad!r}")):
-            cross_entropy(Y_3x5, LABELS_5, normalizer=bad)
-
-
-def test_hinge_defaults_to_margin_one_and_accepts_margin_zero():
-    loss, dY = LOSSES["hinge"](Y_3x5, LABELS_5)
-    want = ref_hinge(Y_3x5, LABELS_5, 1.0, 5)
-    assert float(loss) == pytest.approx(want[0], rel=1e-12)
-    np.testing.assert_allclose(dY, want[1], rtol=1e-12, atol=1e-15)
-    loss, dY = hinge(Y_3x5, LABELS_5, margin=0.0)
-    want = ref_hinge(Y_3x5, LABELS_5, 0.0, 5)
-    assert float(loss) == pytest.approx(want[0], rel=1e-12)
-    np.testing.assert_allclose(dY, want[1], rtol=1e-12, atol=1e-15)
-
-
-def test_mse_on_labels_works_with_a_single_output_row():
-    Y = np.array([[0.5, -1.0, 2.0]])
-    loss, dY = LOSSES["mse"](Y, [0, 0, 0])
-    assert float(loss) == pytest.approx(0.5 * (0.25 + 4.0 + 1.0) / 3, rel=1e-14)
-    np.testing.assert_allclose(dY, [[-0.5 / 3, -2.0 / 3, 1.0 / 3]], rtol=1e-14)
-
-
-def test_mse_with_targets_and_its_errors():
-    T = np.eye(3)[:, LABELS_5]
-    with pytest.raises(ValueError, match=exact(
-            "normalizer divides a mean: it cannot be combined with reduction='sum'")):
-        mse(Y_3x5, T, reduction="sum", normalizer=4)
-    with pytest.raises(ValueError, match=exact(
-            "targets T must have the shape of Y, (3, 5) (K × N, one column per sample); got (2, 5)")):
-        mse(Y_3x5, T[:2])
-    with pytest.raises(ValueError, match=exact(        # K = 3: no reshape could fit, none is suggested
-            "targets T must have the shape of Y, (3, 5) (K × N, one column per sample); got (5,)")):
-        mse(Y_3x5, T[0])
-    with pytest.raises(ValueError, match=exact(
-            "targets T must have the shape of Y, (1, 5) (K × N, one column per sample); got (5,)"
-            " — use T.reshape(1, -1)")):
-        mse(Y_3x5[:1], T[0])
-
-
-def test_the_network_output_must_be_a_2d_float_array():
-    def message(kind, shape):
-        return exact(f"Y must be a 2-D array of shape (K, N), one column per sample; got {kind} of shape {shape}")
-    with pytest.raises(ValueError, match=message("list", "()")):
-        cross_entropy([[1.0, 2.0], [0.0, 1.0]], [0, 1])
-    with pytest.raises(ValueError, match=message("ndarray", "(3, 0)")):
-        cross_entropy(np.zeros((3, 0)), np.zeros(0, int))
-    with pytest.raises(ValueError, match=message("ndarray", "(3,)")):
-        cross_entropy(np.zeros(3), [0, 1, 2])
-
-
-def test_losses_keep_float32_and_match_their_twins_bit_for_bit():
-    """Loss.__call__ runs the twin with scratch in Y's dtype: the same bits as the twin
-    called with float32 scratch, and float32 results."""
-    Y = Y_3x5.astype(np.float32)
-    for name, loss in LOSSES.items():
-        if loss.kind != "labels":
-            continue                                   # squared_error: test_sklearn.py and below
-        value, dY = loss(Y, LABELS_5, 0.7)
-        assert value.dtype == np.float32 and dY.dtype == np.float32
-        D, per, hit = np.empty((3, 5), np.float32), np.empty(5, np.float32), np.empty(5, bool)
-        loss.kernel.twin(np, Y, LABELS_5, D, per, hit, 1 / 5, 0.7, kernels.LossScratch(CPU, 3, 5, np.float32))
-        np.testing.assert_array_equal(dY, D)
-        assert value == np.sum(per)
-
-
-def test_one_hot():
-    got = one_hot(CPU, np.array([2, 0, 1, 2]), 3, np.float32)
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, [[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]])
-
-
-def test_get_loss_names_and_a_new_loss_entry():
-    assert get_loss("cross_entropy") is LOSSES["ce"]
-    with pytest.raises(ValueError, match=exact("unknown loss ['ce']; expected one of mse, hinge, ce (class labels) "
-                                               "or squared_error (real targets)")):
-        get_loss(["ce"])
-    entry = Loss("hinge", 0.5, "my doc")
-    assert (entry.name, entry.lr, entry.kernel, entry.__doc__) == ("hinge", 0.5, kernels.LOSS_KERNELS["hinge"], "my doc")
-    assert repr(entry) == "<gpumlp loss hinge>" and entry.kind == "labels"
-    T = Y_3x5[::-1] * 0.5
-    value, dY = LOSSES["squared_error"](Y_3x5.astype(np.float32), T)
-    assert value.dtype == np.float32 and LOSSES["squared_error"].kind == "targets"
-    np.testing.assert_allclose(dY, (Y_3x5 - T) / 15, rtol=1e-6)
-    assert float(value) == pytest.approx(0.5 * np.mean((Y_3x5 - T) ** 2), rel=1e-6)
 
 
 def test_unknown_activation_lists_the_known_ones():
@@ -639,9 +499,9 @@ def test_plain_sgd_makes_two_passes_and_keeps_no_velocity():
 
 
 # == the compiled path of 0.4.0: what mutmut found unchecked ==============================
-from gpumlp.kernels import check as CHECK       # noqa: E402
-from gpumlp.kernels import launch as LAUNCH     # noqa: E402
-from gpumlp.kernels import source as SOURCE     # noqa: E402
+from gpumlp.kernels import check as CHECK  # noqa: E402
+from gpumlp.kernels import launch as LAUNCH  # noqa: E402
+from gpumlp.kernels import source as SOURCE  # noqa: E402
 
 
 def test_the_first_launch_check_compares_as_documented():

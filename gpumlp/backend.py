@@ -15,11 +15,14 @@ checks at the public API, by the per-epoch order and report of the training loop
 and by the scores; the private step path (forward, loss, backward, update) never
 calls them.
 """
+from __future__ import annotations
+
 import functools
 import importlib
 import os
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,10 +30,14 @@ import numpy as np
 from . import kernels
 from .kernels import check
 
-__all__ = ["Backend", "CupyBackend", "ArrayAPIBackend", "DeviceUnavailableError",
+__all__ = ["Array", "Backend", "CupyBackend", "ArrayAPIBackend", "DeviceUnavailableError",
            "get_backend", "backend_of", "to_numpy"]
 
 DEVICES = ("auto", "cpu", "gpu")
+
+# An array of some backend (a NumPy, CuPy or array-API array): the type the public API's
+# array parameters and results carry.  It is Any, since no common stub covers them all.
+Array = Any
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -56,7 +63,7 @@ class Backend:
     mode = "off"            # how: "off" (the twins), "auto" (checked at first launch) or "on"
     _twins: Any = None      # the module the twins run on, when it is not xp
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.xp: Any = np
         self._twins = _HOST_TWINS
 
@@ -64,16 +71,16 @@ class Backend:
         return f"<gpumlp backend {self.name}>"
 
     # -- arrays on this backend's device -----------------------------------
-    def empty(self, shape, dtype):
+    def empty(self, shape: int | tuple[int, ...], dtype: Any) -> Array:
         return self.xp.empty(shape, dtype=dtype)
 
-    def zeros(self, shape, dtype):
+    def zeros(self, shape: int | tuple[int, ...], dtype: Any) -> Array:
         return self.xp.zeros(shape, dtype=dtype)
 
-    def arange(self, n):
+    def arange(self, n: int) -> Array:
         return self.xp.arange(n)
 
-    def kernel(self, k):
+    def kernel(self, k: kernels.Kernel) -> Callable[..., Any]:
         """A callable that runs the fused kernel ``k`` (a :class:`gpumlp.kernels.Kernel`)
         here: its twin on this array module, or its compiled form where ``fused``.
         Plain NumPy runs the kernel's ``host`` spelling where it has one."""
@@ -81,46 +88,46 @@ class Backend:
             return k.host
         return functools.partial(k.twin, self._twins or self.xp)
 
-    def dtype(self, name):
+    def dtype(self, name: str) -> Any:
         """The backend's dtype object for ``"float32"`` or ``"float64"``."""
         return getattr(self.xp, name)
 
-    def dot(self, x, y, out):
+    def dot(self, x: Array, y: Array, out: Array) -> None:
         """out = x · y for contiguous 1-D ``x`` and ``y`` of one float dtype, into the one-element
         device array ``out``: a 1 × 1 product (a squared norm, a sum against a ones vector, the
         db of a layer of width 1) with no temporary."""
         self.xp.matmul(self.xp.reshape(x, (1, -1)), self.xp.reshape(y, (-1, 1)), out=self.xp.reshape(out, (1, 1)))
 
     # -- the host boundary ---------------------------------------------------
-    def owns(self, a):
+    def owns(self, a: Any) -> bool:
         """True when ``a`` already lives on this backend (no transfer needed): a NumPy array,
         unless it says it lives on a CUDA device (``__cuda_array_interface__``)."""
         return isinstance(a, np.ndarray) and not hasattr(type(a), "__cuda_array_interface__")
 
-    def asarray(self, a, dtype, copy=True):
+    def asarray(self, a: Any, dtype: Any, copy: bool = True) -> Array:
         """``a`` as an array of ``dtype`` on this device.  With ``copy=True`` (the default)
         always a new array, never an alias of ``a``; otherwise copied only when needed."""
         return np.array(a, dtype=dtype, copy=True if copy else None)
 
-    def transposed(self, a):
+    def transposed(self, a: Array) -> Array:
         """``a.T`` as a new C-contiguous array on this device."""
         return self.xp.ascontiguousarray(a.T)
 
-    def contiguous(self, a):
+    def contiguous(self, a: Array) -> Array:
         """``a`` itself if it is C-contiguous, else a C-contiguous copy (kernels index it flat)."""
         return self.xp.ascontiguousarray(a)
 
-    def to_numpy(self, a):
+    def to_numpy(self, a: Any) -> np.ndarray:
         """A NumPy copy of ``a``: it never aliases the model's buffers."""
         return np.array(a, copy=True)
 
-    def take_rows(self, a, order, out):
+    def take_rows(self, a: Array, order: Array, out: Array) -> None:
         """out = a[order] (rows), into ``out``.  NumPy buffers the whole result first unless
         told the indices are safe (mode='clip'; ``order`` is a permutation): a hidden copy
         of the data every epoch."""
         np.take(a, order, axis=0, out=out, mode="clip")
 
-    def synchronize(self):
+    def synchronize(self) -> None:
         """Wait for queued device work; a no-op on the host."""
 
 
@@ -132,12 +139,12 @@ class CupyBackend(Backend):
     name = "cupy"
     is_gpu = True
 
-    def __init__(self, cupy, fused=None):
+    def __init__(self, cupy: Any, fused: bool | None = None) -> None:
         self.xp = cupy
         self.mode = kernels.fused_mode(fused)
         self.fused = self.mode != "off"
 
-    def kernel(self, k):
+    def kernel(self, k: kernels.Kernel) -> Callable[..., Any]:
         twin = functools.partial(k.twin, self.xp)
         if not k.cuda:
             return twin
@@ -146,25 +153,25 @@ class CupyBackend(Backend):
         compiled = k.launch(self.xp, k)
         return compiled if self.mode == "on" else check.checked(self, k, compiled, twin)
 
-    def dot(self, x, y, out):
+    def dot(self, x: Array, y: Array, out: Array) -> None:
         # cuBLAS's dot into a device scalar: a 1 × 1 matmul takes CuPy's reduction path, and a
         # sum over the last axis its CUB path, each with temporaries at every call
         blas = getattr(self.xp, "cublas", None) or importlib.import_module(self.xp.__name__ + ".cublas")
         blas.dot(x, y, out=out)
 
-    def owns(self, a):
+    def owns(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray)
 
-    def asarray(self, a, dtype, copy=True):
+    def asarray(self, a: Any, dtype: Any, copy: bool = True) -> Array:
         return self.xp.array(a, dtype=dtype, copy=True if copy else None)
 
-    def to_numpy(self, a):
+    def to_numpy(self, a: Any) -> np.ndarray:
         return self.xp.asnumpy(a) if isinstance(a, self.xp.ndarray) else np.array(a, copy=True)
 
-    def take_rows(self, a, order, out):
+    def take_rows(self, a: Array, order: Array, out: Array) -> None:
         self.xp.take(a, order, axis=0, out=out)
 
-    def synchronize(self):
+    def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
 
 
@@ -205,7 +212,7 @@ class ArrayAPIBackend(Backend):
     on CuPy, so NumPy-only code in the device path fails without a GPU.
     """
 
-    def __init__(self, namespace, device=None):
+    def __init__(self, namespace: Any, device: Any = None) -> None:
         self.namespace = namespace
         self.xp = _OutParam(namespace)
         self.device = device
@@ -214,34 +221,34 @@ class ArrayAPIBackend(Backend):
     def _on_device(self):
         return {} if self.device is None else {"device": self.device}
 
-    def empty(self, shape, dtype):
+    def empty(self, shape: int | tuple[int, ...], dtype: Any) -> Array:
         return self.namespace.empty(shape, dtype=dtype, **self._on_device())
 
-    def zeros(self, shape, dtype):
+    def zeros(self, shape: int | tuple[int, ...], dtype: Any) -> Array:
         return self.namespace.zeros(shape, dtype=dtype, **self._on_device())
 
-    def arange(self, n):
+    def arange(self, n: int) -> Array:
         return self.namespace.arange(n, **self._on_device())
 
-    def owns(self, a):
+    def owns(self, a: Any) -> bool:
         return (hasattr(a, "__array_namespace__") and a.__array_namespace__() is self.namespace
                 and (self.device is None or a.device == self.device))
 
-    def asarray(self, a, dtype, copy=True):
+    def asarray(self, a: Any, dtype: Any, copy: bool = True) -> Array:
         if self.owns(a):
             return self.namespace.astype(a, dtype, copy=copy)
         return self.namespace.asarray(np.asarray(a), dtype=dtype, copy=True, **self._on_device())
 
-    def transposed(self, a):
+    def transposed(self, a: Array) -> Array:
         return self.namespace.asarray(a.T, copy=True)
 
-    def contiguous(self, a):
+    def contiguous(self, a: Array) -> Array:
         return a                   # the standard has no memory layout
 
-    def to_numpy(self, a):
+    def to_numpy(self, a: Any) -> np.ndarray:
         return np.array(np.from_dlpack(a), copy=True)
 
-    def take_rows(self, a, order, out):
+    def take_rows(self, a: Array, order: Array, out: Array) -> None:
         self.xp.take(a, order, axis=0, out=out)
 
 
@@ -296,7 +303,7 @@ def _probe_cupy():
     return _probe(CupyBackend(cupy), None, absent=False)
 
 
-def get_backend(device=None):
+def get_backend(device: str | Backend | None = None) -> Backend:
     """Resolve ``device`` to a backend.
 
     ``None`` reads ``$GPUMLP_DEVICE`` (default ``"auto"``).  ``"auto"`` takes the
@@ -331,7 +338,7 @@ def get_backend(device=None):
     return _auto
 
 
-def backend_of(a):
+def backend_of(a: Any) -> Backend:
     """The backend an existing array lives on (NumPy for host arrays and lists)."""
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(a, getattr(cupy, "ndarray", ())):
@@ -341,6 +348,6 @@ def backend_of(a):
     return _NUMPY
 
 
-def to_numpy(a):
+def to_numpy(a: Any) -> np.ndarray:
     """A NumPy array with the values of ``a``, which may live on any device (always a copy)."""
     return backend_of(a).to_numpy(a)

@@ -100,26 +100,6 @@ def test_gradient_with_nonzero_biases_matches_finite_differences(activation):
     assert max_rel_err(analytic, numeric_gradient(net, X, loss)) < 1e-6
 
 
-@pytest.mark.parametrize("activation,output", [("relu", "linear"), ("tanh", "sigmoid")])
-def test_cached_S_includes_the_bias(activation, output):
-    sizes = [4, 5, 3, 2]
-    rng = np.random.default_rng(5)
-    net = gpumlp.MLP(sizes, activation=activation, output=output, dtype="float64", device="cpu", seed=1)
-    b = random_biases(net, rng)
-    W, _ = net.get_params()
-    X = rng.standard_normal((sizes[0], 7))
-    Y = host(net.forward(X))
-    Z = X
-    for k in range(net.n_layers):
-        S = W[k] @ Z + b[k]
-        np.testing.assert_allclose(host(net.S[k]), S, rtol=1e-12, atol=1e-12)
-        f = output if k == net.n_layers - 1 else activation
-        Z = {"relu": np.maximum(S, 0), "tanh": np.tanh(S), "linear": S,
-             "sigmoid": 1 / (1 + np.exp(-S))}[f]
-        np.testing.assert_allclose(host(net.Z[k + 1]), Z, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(Y, Z, rtol=1e-12, atol=1e-12)
-
-
 # -- gap 3: fit's epoch loss and accuracy, reproduced by hand ----------------
 def test_epoch_loss_and_accuracy_match_a_replay_by_hand():
     sizes, N, batch, seed, epochs = [5, 8, 3], 50, 16, 7, 2
@@ -267,40 +247,6 @@ def test_a_loss_that_becomes_inf_stops_the_run_at_the_exact_step():
 
 
 
-# -- gap 9: the workspace cache is least-recently-used -------------------------
-def test_workspace_cache_evicts_the_oldest_batch_size():
-    net = gpumlp.MLP([3, 4, 2], dtype="float64", device="cpu", seed=0)
-    m = gpumlp.MLP.max_workspaces
-    assert m >= 2
-    X = np.ones((3, m + 1))
-    old = {}
-    for n in range(1, m + 1):
-        net.forward(X[:, :n])
-        old[n] = net.S[0]
-    net.forward(X[:, :m + 1])                         # a new size: the oldest (1) goes
-    for n in range(2, m + 1):
-        net.forward(X[:, :n])
-        assert net.S[0] is old[n], n
-    net.forward(X[:, :1])
-    assert net.S[0] is not old[1]
-
-
-def test_workspace_cache_keeps_a_recently_used_batch_size():
-    net = gpumlp.MLP([3, 4, 2], dtype="float64", device="cpu", seed=0)
-    m = gpumlp.MLP.max_workspaces
-    X = np.ones((3, m + 1))
-    old = {}
-    for n in range(1, m + 1):
-        net.forward(X[:, :n])
-        old[n] = net.S[0]
-    net.forward(X[:, :1])                             # 1 used again: 2 is now the oldest
-    assert net.S[0] is old[1]
-    net.forward(X[:, :m + 1])                         # evicts 2, keeps 1
-    for n in [1] + list(range(3, m + 1)):
-        net.forward(X[:, :n])
-        assert net.S[0] is old[n], n
-    net.forward(X[:, :2])
-    assert net.S[0] is not old[2]
 
 
 # -- gap 10: the CLI fits its scaler on the training columns only --------------

@@ -2,6 +2,7 @@
 
 Each parameter is perturbed in the flat buffer ``net.params`` and the loss is
 re-evaluated with a 4th-order central difference, so both dW and db are checked.
+Also a non-linear output layer (and Δ_L against its formula) and non-zero biases.
 Problems are drawn so that no ReLU input and no hinge sits within reach of its
 kink, where the derivative is not defined.
 """
@@ -11,7 +12,7 @@ import pytest
 import gpumlp
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.losses import softmax
-from gpumlp.testing import host, random_problem
+from gpumlp.testing import host, random_biases, random_problem
 
 LOSSES = ["mse", "hinge", "ce"]
 H = 1e-3
@@ -42,7 +43,8 @@ def numeric_gradient(net, X, t, fn):
 def away_from_kinks(net, X, t, loss, margin):
     net.forward(X)
     for k, f in enumerate(net.f):
-        if f.name in ("relu", "leaky_relu") and np.min(np.abs(host(net.S[k]))) < 20 * H * (1 + np.abs(host(net.Z[k])).max()):
+        reach = 20 * H * (1 + np.abs(host(net.Z[k])).max())
+        if f.name in ("relu", "leaky_relu") and np.min(np.abs(host(net.S[k]))) < reach:
             return False
     if loss == "hinge":
         P = softmax(np, host(net.Z[-1]))
@@ -140,3 +142,43 @@ def test_gradients_on_randomly_drawn_networks(draw):
     net.backward(fn(net.forward(X), t)[1])
     analytic = host(net.grads).copy()
     assert max_rel_err(analytic, numeric_gradient(net, X, t, fn)) < 1e-6, (sizes, activation, loss)
+
+
+@pytest.mark.parametrize("output", ["tanh", "sigmoid"])
+def test_gradient_with_a_nonlinear_output_layer_matches_finite_differences(output):
+    sizes, N = [3, 5, 4, 2], 6
+    rng = np.random.default_rng(11)
+    net = gpumlp.MLP(sizes, activation="tanh", output=output, dtype="float64", device="cpu", seed=3)
+    random_biases(net, rng, 0.5)
+    X, T = rng.standard_normal((sizes[0], N)), rng.standard_normal((sizes[-1], N))
+
+    def loss(Y, t=T):
+        return gpumlp.losses.mse(Y, t)
+    net.backward(loss(net.forward(X))[1])
+    analytic = host(net.grads).copy()
+    numeric = numeric_gradient(net, X, T, loss)
+    assert np.abs(numeric).max() > 1e-3
+    assert max_rel_err(analytic, numeric) < 1e-6
+    # Δ_L itself: ∂L/∂Y ⊙ f_L'(S_L), with f_L' written out from S_L
+    net.backward(loss(net.forward(X))[1])
+    S_L, Y = host(net.S[-1]), host(net.Z[-1])
+    f_prime = 1 - np.tanh(S_L) ** 2 if output == "tanh" else np.exp(-S_L) / (1 + np.exp(-S_L)) ** 2
+    np.testing.assert_allclose(host(net.deltas[-1]), (Y - T) / N * f_prime, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+def test_gradient_with_nonzero_biases_matches_finite_differences(activation):
+    sizes, N = [3, 6, 5, 3], 5
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        net = gpumlp.MLP(sizes, activation=activation, dtype="float64", device="cpu", seed=seed)
+        random_biases(net, rng)
+        X, labels = rng.standard_normal((sizes[0], N)), rng.integers(0, sizes[-1], N)
+        if away_from_kinks(net, X, labels, "ce", margin=0.3):
+            break
+    else:
+        raise AssertionError("no kink-free problem found")
+    loss = gpumlp.losses.cross_entropy
+    net.backward(loss(net.forward(X), labels)[1])
+    analytic = host(net.grads).copy()
+    assert max_rel_err(analytic, numeric_gradient(net, X, labels, loss)) < 1e-6

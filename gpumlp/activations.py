@@ -17,17 +17,45 @@ the element type ``T``.  Adding an activation is one class here, then regenerati
 (``python -m gpumlp.kernels.source``); a test holds the file to the table.
 """
 
-__all__ = ["ACTIVATIONS", "get_activation"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:             # backend imports the kernels, which import this module
+    from .backend import Array
+
+__all__ = ["ACTIVATIONS", "Activation", "get_activation"]
+
+
+class Activation(Protocol):
+    """What every activation class below provides (a type for annotations; no class derives from it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def code(self) -> int: ...
+    @property
+    def identity(self) -> bool: ...
+    @property
+    def scratch(self) -> str | None: ...
+    @property
+    def cuda(self) -> str: ...
+    @property
+    def cuda_grad(self) -> str: ...
+
+    def forward(self, xp: Any, S: Array, out: Array) -> Array: ...
+
+    def scale(self, xp: Any, S: Array, Z: Array, D: Array, mask: Array, tmp: Array) -> None: ...
 
 
 class Linear:
     name, code, identity, scratch = "linear", 0, True, None
     cuda, cuda_grad = "s", "T(1)"
 
-    def forward(self, xp, S, out):
+    def forward(self, xp: Any, S: Array, out: Array) -> Array:
         return S
 
-    def scale(self, xp, S, Z, D, mask, tmp):
+    def scale(self, xp: Any, S: Array, Z: Array, D: Array, mask: Array, tmp: Array) -> None:
         pass                                    # f' = 1
 
 
@@ -36,10 +64,11 @@ class ReLU:
     cuda = "(s > T(0) || s != s) ? s : T(0)"          # NaN stays NaN, as in numpy.maximum
     cuda_grad = "s > T(0) ? T(1) : T(0)"
 
-    def forward(self, xp, S, out):
+    def forward(self, xp: Any, S: Array, out: Array) -> Array:
         return xp.maximum(S, 0, out=out)
 
-    def scale(self, xp, S, Z, D, mask, tmp):   # f'(s) = 1 if s > 0 else 0
+    def scale(self, xp: Any, S: Array, Z: Array, D: Array, mask: Array, tmp: Array) -> None:
+        # f'(s) = 1 if s > 0 else 0
         xp.greater(S, 0, out=mask)
         xp.multiply(D, mask, out=D)
 
@@ -50,11 +79,12 @@ class LeakyReLU:
     cuda = f"s > s * T({slope!r}) ? s : s * T({slope!r})"     # max(s, a s): NaN stays NaN
     cuda_grad = f"(s > T(0) ? T(1) : T(0)) * T({1 - slope!r}) + T({slope!r})"
 
-    def forward(self, xp, S, out):
+    def forward(self, xp: Any, S: Array, out: Array) -> Array:
         xp.multiply(S, self.slope, out=out)
         return xp.maximum(S, out, out=out)      # max(s, a s) for 0 < a < 1
 
-    def scale(self, xp, S, Z, D, mask, tmp):   # f'(s) = 1 if s > 0 else a
+    def scale(self, xp: Any, S: Array, Z: Array, D: Array, mask: Array, tmp: Array) -> None:
+        # f'(s) = 1 if s > 0 else a
         xp.greater(S, 0, out=tmp)
         xp.multiply(tmp, 1 - self.slope, out=tmp)
         xp.add(tmp, self.slope, out=tmp)
@@ -65,10 +95,11 @@ class Tanh:
     name, code, identity, scratch = "tanh", 3, False, "float"
     cuda, cuda_grad = "gm_tanh(s)", "T(1) - z * z"
 
-    def forward(self, xp, S, out):
+    def forward(self, xp: Any, S: Array, out: Array) -> Array:
         return xp.tanh(S, out=out)
 
-    def scale(self, xp, S, Z, D, mask, tmp):   # f' = 1 − tanh²
+    def scale(self, xp: Any, S: Array, Z: Array, D: Array, mask: Array, tmp: Array) -> None:
+        # f' = 1 − tanh²
         xp.multiply(Z, Z, out=tmp)
         xp.subtract(1, tmp, out=tmp)
         xp.multiply(D, tmp, out=D)
@@ -78,23 +109,24 @@ class Sigmoid:
     name, code, identity, scratch = "sigmoid", 4, False, "float"
     cuda, cuda_grad = "(gm_tanh(s * T(0.5)) + T(1)) * T(0.5)", "(T(1) - z) * z"
 
-    def forward(self, xp, S, out):
+    def forward(self, xp: Any, S: Array, out: Array) -> Array:
         # σ(s) = (1 + tanh(s/2)) / 2: no overflow for large |s|
         xp.multiply(S, 0.5, out=out)
         xp.tanh(out, out=out)
         xp.add(out, 1, out=out)
         return xp.multiply(out, 0.5, out=out)
 
-    def scale(self, xp, S, Z, D, mask, tmp):   # f' = σ (1 − σ)
+    def scale(self, xp: Any, S: Array, Z: Array, D: Array, mask: Array, tmp: Array) -> None:
+        # f' = σ (1 − σ)
         xp.subtract(1, Z, out=tmp)
         xp.multiply(tmp, Z, out=tmp)
         xp.multiply(D, tmp, out=D)
 
 
-ACTIVATIONS = {a.name: a for a in (ReLU(), Tanh(), Sigmoid(), LeakyReLU(), Linear())}
+ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (ReLU(), Tanh(), Sigmoid(), LeakyReLU(), Linear())}
 
 
-def get_activation(name):
+def get_activation(name: str) -> Activation:
     """The activation called ``name``; a ValueError lists the known names."""
     try:
         return ACTIVATIONS[name]

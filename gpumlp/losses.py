@@ -18,8 +18,12 @@ and the scripts use: ``LOSSES["mse"]`` takes labels and uses their one-hot colum
 as targets.  Its entries run the fused loss kernels of :mod:`gpumlp.kernels`,
 which write ∂L/∂Y straight into the Δ_L buffer during training.
 """
+from __future__ import annotations
+
+from typing import Any
+
 from ._checks import isdtype, number, shape_of, to_device, to_labels
-from .backend import backend_of
+from .backend import Array, Backend, backend_of
 from .kernels import LOSS_KERNELS, TARGET_LOSS_KERNELS, LossScratch
 
 __all__ = ["mse", "hinge", "cross_entropy", "squared_error", "softmax", "one_hot", "LOSSES", "get_loss", "Loss",
@@ -47,23 +51,23 @@ def _inverse(normalizer, N):
     return 1.0 / number(normalizer, "normalizer", lambda v: v > 0, "a finite number > 0 (the N to divide by)")
 
 
-def check_margin(margin):
+def check_margin(margin: float) -> float:
     """The hinge margin C as a float, after checking that it is a finite number >= 0."""
     return number(margin, "margin", lambda v: v >= 0, "a finite number >= 0")
 
 
-def softmax(xp, Y):
+def softmax(xp: Any, Y: Array) -> Array:
     """Column-wise softmax p = exp(Y) / Σ_rows exp(Y), shifted by the column max for stability."""
     E = xp.exp(Y - xp.max(Y, axis=0, keepdims=True))
     return E / xp.sum(E, axis=0, keepdims=True)
 
 
-def one_hot(backend, labels, k, dtype):
+def one_hot(backend: Backend, labels: Array, k: int, dtype: Any) -> Array:
     """K × N matrix with a 1 in row labels[n] of column n."""
     return backend.xp.astype(backend.arange(k)[:, None] == labels[None, :], dtype)
 
 
-def mse(Y, T, reduction="mean", normalizer=None):
+def mse(Y: Array, T: Any, reduction: str = "mean", normalizer: float | None = None) -> tuple[Array, Array]:
     """½‖Y − T‖²_F / N and dY = (Y − T) / N; ``reduction="sum"`` drops the /N (exercise 1)."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
@@ -90,11 +94,12 @@ class Loss:
     ``lr`` the default learning rate of ``gpumlp train`` (tuned on the digits).
     """
 
-    def __init__(self, name, lr, doc, kind="labels"):
+    def __init__(self, name: str, lr: float, doc: str, kind: str = "labels") -> None:
         self.name, self.lr, self.kind, self.__doc__ = name, lr, kind, doc
         self.kernel = (LOSS_KERNELS if kind == "labels" else TARGET_LOSS_KERNELS)[name]
 
-    def __call__(self, Y, labels, margin=1.0, normalizer=None):
+    def __call__(self, Y: Array, labels: Any, margin: float = 1.0,
+                 normalizer: float | None = None) -> tuple[Array, Array]:
         backend = _output(Y, min_rows=1 if self.name in ("mse", "squared_error") else 2)
         K, N = Y.shape
         if self.kind == "labels":
@@ -115,7 +120,7 @@ class Loss:
         return f"<gpumlp loss {self.name}>"
 
 
-def targets(backend, T, K, N, dtype):
+def targets(backend: Backend, T: Any, K: int, N: int, dtype: Any) -> Array:
     """Real targets as a K × N array of ``dtype`` on ``backend`` (a vector of N is taken as
     1 × N when K = 1), checked: real, finite, of the right shape."""
     T = to_device(backend, T, "targets", dtype)
@@ -137,7 +142,7 @@ LOSSES = {
 }
 
 
-def get_loss(name):
+def get_loss(name: str) -> Loss:
     """The entry of :data:`LOSSES` called ``name`` (``cross_entropy`` is ``ce``)."""
     entry = LOSSES.get("ce" if name == "cross_entropy" else name) if isinstance(name, str) else None
     if entry is None:
@@ -146,7 +151,7 @@ def get_loss(name):
     return entry
 
 
-def hinge(Y, labels, margin=1.0, normalizer=None):
+def hinge(Y: Array, labels: Any, margin: float = 1.0, normalizer: float | None = None) -> tuple[Array, Array]:
     """Exercise 3's multi-class hinge loss on p = softmax(Y), averaged over the N columns.
 
     A false class j is penalised unless p_y − p_j > C:  L_n = Σ_{j≠y} max(0, p_j − p_y + C).
@@ -156,11 +161,11 @@ def hinge(Y, labels, margin=1.0, normalizer=None):
     return LOSSES["hinge"](Y, labels, margin, normalizer)
 
 
-def cross_entropy(Y, labels, normalizer=None):
+def cross_entropy(Y: Array, labels: Any, normalizer: float | None = None) -> tuple[Array, Array]:
     """Softmax cross-entropy −mean_n log p_{y_n}, via log-sum-exp; dY = (p − onehot) / N."""
     return LOSSES["ce"](Y, labels, normalizer=normalizer)
 
 
-def squared_error(Y, T, normalizer=None):
+def squared_error(Y: Array, T: Any, normalizer: float | None = None) -> tuple[Array, Array]:
     """Regression: ½‖Y − T‖²_F / (N K) for real targets T (K × N); dY = (Y − T) / (N K)."""
     return LOSSES["squared_error"](Y, T, normalizer=normalizer)

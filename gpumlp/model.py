@@ -13,9 +13,12 @@ Python lists are 0-based, so ``W[k-1]`` is W_k, ``deltas[k-1]`` is Δ_k, and
 ``params`` (W_1, b_1, W_2, b_2, ...) and all gradients in ``grads``, laid out
 alike; ``W``, ``b``, ``dW`` and ``db`` are views into them.
 """
+from __future__ import annotations
+
 import itertools
 import operator
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,12 +26,13 @@ import numpy as np
 from . import kernels
 from ._checks import positive_int, shape_of, to_device
 from .activations import get_activation
-from .backend import get_backend
+from .backend import Array, Backend, get_backend
 
 __all__ = ["MLP", "backprop", "weight_gradients"]
 
 
-def backprop(xp, W, S, Z, scale, D, scratch):
+def backprop(xp: Any, W: Sequence[Array], S: Sequence[Array], Z: Sequence[Array],
+             scale: Sequence[Callable[..., Any]], D: list[Array], scratch: Sequence[Sequence[Array]]) -> list[Array]:
     """The Δ recursion in the buffers ``D`` (``D[k-1]`` holds Δ_k; on entry ``D[L-1]``
     holds ∂L/∂Y).  ``scale[k-1](S, Z, D, *scratch[k-1])`` multiplies D by f_k'(S).
 
@@ -42,7 +46,8 @@ def backprop(xp, W, S, Z, scale, D, scratch):
     return D
 
 
-def weight_gradients(xp, D, Z, dW, db, ones, dot=None):
+def weight_gradients(xp: Any, D: Sequence[Array], Z: Sequence[Array], dW: Sequence[Array],
+                     db: Sequence[Array] | None, ones: Array, dot: Callable[..., Any] | None = None) -> None:
     """dW_k = Δ_k Z_{k-1}^T and db_k = Δ_k 1 (a GEMV with the ones column), into dW, db.
 
     ``dot(x, y, out)`` (the backend's) takes a product whose result is 1 × 1, a layer of
@@ -119,8 +124,8 @@ class MLP:
 
     max_workspaces = 4      # cached buffer sets, one per batch size
 
-    def __init__(self, sizes, activation="relu", output="linear", bias=True,
-                 dtype="float32", device="auto", seed=None):
+    def __init__(self, sizes: Sequence[int], activation: str = "relu", output: str = "linear", bias: bool = True,
+                 dtype: Any = "float32", device: str | Backend | None = "auto", seed: int | None = None) -> None:
         self.sizes = self._check_sizes(sizes)
         self.activation, self.output = activation, output
         L = len(self.sizes) - 1
@@ -150,7 +155,7 @@ class MLP:
         self.deltas: Any = None
         self._ws: Any = None              # the workspace of the last forward pass
         self._fresh = False               # grads come from a backward() after the last forward()
-        self._workspaces = OrderedDict()
+        self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
         kernel = self.backend.kernel      # the fused kernels of each layer, bound once
         self._bias_act = [kernel(kernels.bias_act(f, self.bias)) for f in self.f]
         self._scale = [kernel(kernels.act_grad(f)) for f in self.f]
@@ -188,18 +193,18 @@ class MLP:
 
     # -- parameters ------------------------------------------------------------
     @property
-    def W(self):
+    def W(self) -> list[Array]:
         return _ParamList(self._W)
 
     @property
-    def b(self):
+    def b(self) -> list[Array] | None:
         return None if self._b is None else _ParamList(self._b)
 
     @property
-    def n_layers(self):
+    def n_layers(self) -> int:
         return len(self.sizes) - 1
 
-    def set_params(self, W, b=None):
+    def set_params(self, W: Sequence[Any], b: Sequence[Any] | None = None) -> None:
         """Copy W_1..W_L (and b_1..b_L, each d_k × 1 or of length d_k) onto the device.
 
         ``b=None`` leaves the biases as they are.  Shapes are checked before anything
@@ -263,7 +268,7 @@ class MLP:
             raise ValueError("X has no samples (0 columns)")
         return to_device(self.backend, X, "X", self.dtype, copy=copy)
 
-    def forward(self, X):
+    def forward(self, X: Any) -> Array:
         """Y = Z_L for a batch X (d0 × N, host or device array).
 
         Checks X, then caches S_1..S_L and Z_0..Z_L (``Z[0]`` is a copy of X) on the
@@ -288,7 +293,7 @@ class MLP:
         self.S, self.Z, self.deltas = S, Z, None
         return Z[-1]
 
-    def backward(self, dY):
+    def backward(self, dY: Any) -> list[Array]:
         """Run the Δ recursion from dY = ∂L/∂Y on the cached forward pass.
 
         Fills ``deltas`` (Δ_1..Δ_L), ``dW`` and ``db`` (None when bias=False).
@@ -313,7 +318,7 @@ class MLP:
             self.dW = _ParamList(self._dW)
             self.db = None if self._db is None else _ParamList(self._db)
 
-    def sample_grad_sq_norms(self):
+    def sample_grad_sq_norms(self) -> Array:
         """Each sample's squared gradient norm, from the last backward pass, without forming
         per-example gradients: the length-N device array s with
 
@@ -366,11 +371,11 @@ class MLP:
         XT = self.backend.transposed(X)
         return [XT[i:i + batch_size, :].T for i in range(0, XT.shape[0], batch_size)]
 
-    def predict(self, X, batch_size=4096):
+    def predict(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""
         return self._map(X, batch_size, lambda Y: self.xp.argmax(Y, axis=0), axis=0)
 
-    def outputs(self, X, batch_size=4096):
+    def outputs(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """The outputs Y (d_L × N) for X (d0 × N) as a NumPy array, ``batch_size`` columns at
         a time (no workspace as wide as N, and nothing kept of X)."""
         return self._map(X, batch_size, lambda Y: self.xp.astype(Y, Y.dtype, copy=True), axis=1)
@@ -384,7 +389,7 @@ class MLP:
             self._release_inputs()
         return np.concatenate([self.backend.to_numpy(o) for o in out], axis=axis)
 
-    def get_params(self):
+    def get_params(self) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         """(W, b) as lists of NumPy arrays (b is None when bias=False)."""
         host = self.backend.to_numpy
         return [host(w) for w in self._W], (None if self._b is None else [host(v) for v in self._b])

@@ -2,7 +2,9 @@
 optimizer, training through :func:`gpumlp.train.fit`, scikit-learn's layout of the
 parameters, and pickling.  (Names here are the package's own, not part of gpumlp's API.)"""
 import numbers
+from typing import cast
 
+import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -90,7 +92,8 @@ class MLPAdapter(BaseEstimator):
     def intercepts_(self):
         """Biases as scikit-learn lays them out: b_k as a vector of length d_k."""
         check_is_fitted(self)
-        return [b.ravel() for b in self.net_.get_params()[1]]
+        biases = cast("list[np.ndarray]", self.net_.get_params()[1])      # the estimator's nets have biases
+        return [b.ravel() for b in biases]
 
     # -- pickling: scikit-learn copies estimators this way (gpumlp's files never do) --
     def __getstate__(self):

@@ -3,6 +3,7 @@ its twin at its first launch in the process, and a kernel that disagrees is repl
 twin, with one warning.  Rehearsed on the stand-in device (tests/standin): its kernels are the
 CUDA source built as host C++, so a planted bug in the source is a compiled kernel that is
 wrong, as a miscompiled or broken kernel on a card would be."""
+import functools
 import time
 import warnings
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 import gpumlp
+from gpumlp import kernels
+from gpumlp.activations import ACTIVATIONS
 from gpumlp.backend import CupyBackend
 from gpumlp.kernels import check, launch, source
 from gpumlp.testing import host, random_problem
@@ -120,7 +123,7 @@ def test_the_first_launch_check_costs_once(standin, fresh, capsys):
     for mode in ("on", "auto"):
         check.verdicts.clear()
         net = gpumlp.MLP(sizes, device=CupyBackend(standin, fused=mode), seed=0)
-        for i in range(2):              # the first builds the module; the second is timed
+        for _ in range(2):              # the first builds the module; the second is timed
             check.verdicts.clear()      # (auto: its first launches checked)
             t0 = time.perf_counter()
             fit(net, X, y, gpumlp.SGD(0.05, 0.9), epochs=1, batch_size=256, progress=False, log=lambda line: None)
@@ -129,3 +132,88 @@ def test_the_first_launch_check_costs_once(standin, fresh, capsys):
         print(f"\n  first step of 64-256-10 at N = 256 on the stand-in: {seconds['on'] * 1e3:.1f} ms unchecked, "
               f"{seconds['auto'] * 1e3:.1f} ms with the first-launch check")
     assert seconds["auto"] > 0 and seconds["on"] > 0
+
+
+# -- the check's comparison, its aliasing, its warning; the twins mode builds nothing ------------
+def test_the_first_launch_check_compares_as_documented():
+    d = check._difference
+    f = np.array([1.0, -2.0, 4.0])
+    assert d(np.array([True, False]), np.array([True, False]), "float32") is None
+    assert d(np.array([True, False, True]), np.array([True, True, False]), "float32") == "2 of 3 flags differ"
+    assert d(f, f.copy(), "float64") is None
+    assert d(np.array([np.nan, 1.0]), np.array([1.0, np.nan]), "float64") == "NaN in different places"
+    assert d(np.array([np.inf, 1.0]), np.array([np.inf, 1.0]), "float64") is None
+    assert d(np.array([np.inf, 1.0]), np.array([1.0, 1.0]), "float64") == "infinities in different places"
+    assert d(np.array([np.inf, 1.0]), np.array([-np.inf, 1.0]), "float64") == "infinities in different places"
+    assert d(np.array([np.inf, 4.0]), np.array([np.inf, 4.0 + 2e-12]), "float64") is None
+    assert d(np.zeros(3), np.zeros(3), "float64") is None
+    assert d(np.array([1e-30, 0.0]), np.zeros(2), "float64") == "non-zero values (1e-30) where the twin wrote zeros"
+    assert d(np.array([4.0 + 4e-5 * 1.0001]), np.array([4.0]), "float32").startswith("relative error 1e-05 > 1e-05")
+    assert d(np.array([4.0 + 4e-5 * 0.999]), np.array([4.0]), "float32") is None
+    assert d(np.array([100001.0]), np.array([100000.0]), "float32") is None          # exactly the tolerance
+    assert d(np.array([], np.float32), np.array([], np.float32), "float32") is None
+    # float32 results are compared in float64: 16777217 is not a float32, but their difference is seen
+    assert d(np.array([2.0], np.float32), np.array([2.0 + 1e-4], np.float64), "float32").startswith("relative error")
+
+
+def test_the_twins_mode_builds_no_module(standin, monkeypatch):
+    """GPUMLP_FUSED=0 runs the twins: nothing is compiled."""
+    monkeypatch.setattr(launch, "_modules", {})
+    net = gpumlp.MLP([4, 6, 3], device=CupyBackend(standin, fused=False), seed=0)
+    fit(net, np.ones((4, 8)), np.arange(8) % 3, gpumlp.SGD(0.1), epochs=1, batch_size=4, progress=False)
+    assert launch._modules == {}
+
+
+def test_the_check_keeps_arguments_passed_twice_one_buffer(standin, monkeypatch):
+    """A linear layer with a bias passes S as its Z: the twin's copies must alias likewise, or
+    the check compares a stale Z (caught only with non-zero biases)."""
+    monkeypatch.setattr(check, "verdicts", {})
+    net = gpumlp.MLP([4, 5, 3], activation="tanh", device=CupyBackend(standin, fused="auto"), seed=0)
+    net.set_params(net.get_params()[0], [np.full((5, 1), 0.5), np.full((3, 1), -0.25)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="gpumlp: the compiled kernel")
+        net.forward(np.ones((4, 6)))
+    assert check.verdicts[("bias_act<{T}, 0, 1>", (), "float32")] is True
+
+
+def test_the_checks_warning_names_the_instance_and_the_error(standin, monkeypatch):
+    monkeypatch.setattr(check, "verdicts", {})
+
+    def broken(*args):
+        raise RuntimeError("cuLaunchKernel failed\nsecond line")
+    k = kernels.act_grad(ACTIVATIONS["relu"])
+    be = CupyBackend(standin, fused="auto")
+    run = check.checked(be, k, broken, functools.partial(k.twin, standin))
+    S = standin.asarray(np.array([[1.0, -1.0]], np.float32))
+    D = standin.asarray(np.array([[2.0, 3.0]], np.float32))
+    with pytest.warns(RuntimeWarning) as caught:
+        run(S, S, D, None, None)
+    assert str(caught[0].message) == ("gpumlp: the compiled kernel act_grad<float, 1> is not used: it could not be "
+                                      "built or launched: RuntimeError: cuLaunchKernel failed; this process runs "
+                                      "its twin from now on")
+    assert caught[0].filename == __file__                      # the warning points at the caller
+    assert np.array_equal(standin.asnumpy(D), [[2.0, 0.0]])
+    monkeypatch.setattr(check, "verdicts", {})
+
+    def silent(*args):
+        raise RuntimeError()
+    run = check.checked(be, k, silent, functools.partial(k.twin, standin))
+    with pytest.warns(RuntimeWarning, match="could not be built or launched: RuntimeError: ; this process"):
+        run(S, S, standin.asarray(np.ones((1, 2), np.float32)), None, None)
+
+
+def test_the_check_compares_every_result_a_kernel_writes(standin, monkeypatch):
+    """bias_act writes S (with its bias) as well as Z: a compiled form that forgot S is caught."""
+    monkeypatch.setattr(check, "verdicts", {})
+    monkeypatch.setattr(launch, "_modules", {})
+    wrong = source.CUDA_SOURCE.replace("if (BIAS) { s = s + b[i / cols]; S[i] = s; }",
+                                       "if (BIAS) { s = s + b[i / cols]; }")
+    assert wrong != source.CUDA_SOURCE
+    monkeypatch.setattr(source, "CUDA_SOURCE", wrong)
+    net = gpumlp.MLP([4, 5, 3], device=CupyBackend(standin, fused="auto"), seed=0)
+    net.set_params(net.get_params()[0], [np.full((5, 1), 0.5), np.full((3, 1), -0.25)])
+    with pytest.warns(RuntimeWarning) as caught:
+        net.forward(np.ones((4, 6)))
+    named = sorted(str(w.message).split(" is not used")[0] for w in caught)
+    assert named == ["gpumlp: the compiled kernel bias_act<float, 0, 1>",      # the linear output layer's, too
+                     "gpumlp: the compiled kernel bias_act<float, 1, 1>"]

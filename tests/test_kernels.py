@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import tracemalloc
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ import gpumlp
 from gpumlp import kernels
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.engine import DeviceData, Trainer
+from gpumlp.kernels import launch, source
 from gpumlp.losses import LOSSES, softmax
-from gpumlp.testing import TALLY, CountingBackend, random_problem
+from gpumlp.testing import TALLY, CountingBackend, exact, random_problem
 from gpumlp.train import evaluate, fit
 
 WIDE = [784, 1024, 1024, 10]
@@ -68,7 +71,7 @@ def test_every_activation_allocates_nothing_with_the_twins(activation):
     for loss in ("ce", "hinge", "mse"):
         trainer = Trainer(net, gpumlp.SGD(0.01, momentum=0.9, weight_decay=0.1), loss)
 
-        def step():
+        def step(trainer=trainer):
             trainer.step(data, 0, data.N)
         step()
         gemm, other, allocs = counted(step)
@@ -310,7 +313,8 @@ def test_a_new_activation_is_one_edit_away_from_the_generated_switch():
 
     class Softsign:
         name, code, identity, scratch = "softsign", 5, False, "float"
-        cuda, cuda_grad = "s / (T(1) + (s < T(0) ? -s : s))", "(T(1) - (z < T(0) ? -z : z)) * (T(1) - (z < T(0) ? -z : z))"
+        cuda = "s / (T(1) + (s < T(0) ? -s : s))"
+        cuda_grad = "(T(1) - (z < T(0) ? -z : z)) * (T(1) - (z < T(0) ? -z : z))"
     table = dict(ACTIVATIONS, softsign=Softsign())
     text = source.with_activation_block(source.CUDA_SOURCE, table)
     assert "if (ACT == 5) return s / (T(1) + (s < T(0) ? -s : s));" in text
@@ -324,3 +328,130 @@ def test_the_cuda_source_is_the_package_file():
     from gpumlp.kernels import source
     assert resources.files("gpumlp.kernels").joinpath("fused.cu").read_text(encoding="utf-8") == source.CUDA_SOURCE
     assert "__global__ void sample_sq" in source.CUDA_SOURCE and "squared_error_loss" in source.CUDA_SOURCE
+
+
+# -- the fused switch, the kernels' names and templates, their scratch, the launchers ----------
+@pytest.mark.parametrize("value,mode", [("1", "on"), ("true", "on"), (" TRUE ", "on"), ("yes", "on"),
+                                        ("on", "on"), ("ON", "on"), ("0", "off"), ("off", "off"), ("No", "off"),
+                                        ("false", "off"), ("auto", "auto"), (" Auto ", "auto"), ("", "auto"),
+                                        (None, "auto")])
+def test_the_fused_switch(monkeypatch, value, mode):
+    if value is None:
+        monkeypatch.delenv("GPUMLP_FUSED", raising=False)
+    else:
+        monkeypatch.setenv("GPUMLP_FUSED", value)
+    assert kernels.fused_mode() == mode
+    assert kernels.fused_mode(True) == "on" and kernels.fused_mode(False) == "off"
+    assert kernels.fused_mode("auto") == "auto" and kernels.fused_mode(0) == "off"
+
+
+def test_a_bad_fused_switch_is_an_error(monkeypatch):
+    monkeypatch.setenv("GPUMLP_FUSED", "2")
+    with pytest.raises(ValueError, match=exact("$GPUMLP_FUSED must be auto, 1 (compiled kernels, unchecked) or 0 "
+                                               "(the twins); got '2'")):
+        kernels.fused_mode()
+    with pytest.raises(ValueError, match="fused must be auto"):
+        kernels.fused_mode("maybe")
+
+
+def test_every_kernel_names_a_compiled_template():
+    """Each kernel's name, and its CUDA template, which must be one of the instances
+    compiled (``instantiations()``) for both float and double."""
+    compiled = kernels.instantiations()
+    assert len(compiled) == len(set(compiled)) == 50
+    expected = {  # activation: (bias_act without bias, with bias, act_grad, f' scratch)
+        "linear": (("linear", None), ("bias", "bias_act<{T}, 0, 1>"), ("linear'", None), None),
+        "relu": (("relu", "bias_act<{T}, 1, 0>"), ("bias+relu", "bias_act<{T}, 1, 1>"),
+                 ("relu'", "act_grad<{T}, 1>"), "bool"),
+        "leaky_relu": (("leaky_relu", "bias_act<{T}, 2, 0>"), ("bias+leaky_relu", "bias_act<{T}, 2, 1>"),
+                       ("leaky_relu'", "act_grad<{T}, 2>"), "float"),
+        "tanh": (("tanh", "bias_act<{T}, 3, 0>"), ("bias+tanh", "bias_act<{T}, 3, 1>"),
+                 ("tanh'", "act_grad<{T}, 3>"), "float"),
+        "sigmoid": (("sigmoid", "bias_act<{T}, 4, 0>"), ("bias+sigmoid", "bias_act<{T}, 4, 1>"),
+                    ("sigmoid'", "act_grad<{T}, 4>"), "float"),
+    }
+    templates = []
+    for name, (plain, biased, grad, scratch) in expected.items():
+        f = ACTIVATIONS[name]
+        for k, (kname, cuda) in ((kernels.bias_act(f, False), plain), (kernels.bias_act(f, True), biased),
+                                 (kernels.act_grad(f), grad)):
+            assert (k.name, k.cuda) == (kname, cuda)
+            assert repr(k) == f"<gpumlp kernel {kname}>"
+            templates += [cuda] if cuda else []
+        assert f.scratch == scratch                 # what the workspace lends its twin
+    templates += [k.cuda for k in kernels.LOSS_KERNELS.values()] + ["squared_error_loss<{T}>"]
+    assert [k.cuda for k in kernels.TARGET_LOSS_KERNELS.values()] == ["squared_error_loss<{T}>"]
+    templates += [f"sgd<{{T}}, {m}, {d}>" for m in "01" for d in "01"]
+    templates += [f"sample_sq<{{T}}, {b}, {f}>" for b in "01" for f in "01"]
+    assert (kernels.SGD_KERNEL.cuda, kernels.SAMPLE_SQ_KERNEL.cuda) == ("sgd<{T}, {M}, {D}>",
+                                                                        "sample_sq<{T}, {B}, {F}>")
+    instances = [t.format(T=T) for t in templates for T in ("float", "double")]
+    assert sorted(instances) == sorted(compiled)
+
+
+def test_loss_scratch_is_in_the_given_dtype():
+    s = kernels.LossScratch(gpumlp.get_backend("cpu"), 3, 4, np.float32)
+    for a in (s.onehot, s.a, s.b):
+        assert a.shape == (3, 4) and a.dtype == np.float32
+    for a in (s.m, s.sum, s.py):
+        assert a.shape == (1, 4) and a.dtype == np.float32
+    assert s.argmax.dtype == np.int64
+    np.testing.assert_array_equal(s.rows, [[0], [1], [2]])
+
+
+def test_each_kernel_fills_only_the_scratch_it_is_not_given():
+    cpu = gpumlp.get_backend("cpu")
+    D = np.ones((3, 4))
+    given = kernels.LossScratch(cpu, 3, 4, np.float64)
+    args = (D, np.zeros(4, np.int64), D, np.ones(4), np.ones(4, bool), 0.25, 1.0, given)
+    assert kernels.LOSS_KERNELS["ce"].scratch(cpu, args) is args
+    filled = kernels.LOSS_KERNELS["ce"].scratch(cpu, args[:7] + (None,))
+    assert isinstance(filled[7], kernels.LossScratch) and filled[7].onehot.shape == (3, 4)
+    p, tmp = np.ones(5, np.float32), np.ones(5, np.float32)
+    args = (p, np.ones(6), None, 0.1, 0.0, 0.0, tmp)
+    assert kernels.SGD_KERNEL.scratch(cpu, args) is args
+    filled = kernels.SGD_KERNEL.scratch(cpu, args[:6] + (None,))
+    assert filled[6].shape == (5,) and filled[6].dtype == np.float32
+    Z = np.ones((7, 4))
+    filled = kernels.SAMPLE_SQ_KERNEL.scratch(cpu, (D, Z, True, False, np.ones(4), None, None, None))
+    assert [a.shape for a in filled[5:]] == [(7, 4), (4,), (4,)]
+    relu = kernels.act_grad(ACTIVATIONS["relu"])
+    mask, tmp = np.ones((3, 4), bool), np.ones((3, 4))
+    assert relu.scratch(cpu, (D, D, D, mask, tmp))[3:] == (mask, tmp)
+    filled = relu.scratch(cpu, (D, D, D, None, None))
+    assert ((filled[3].dtype, filled[3].shape, filled[4].dtype, filled[4].shape)
+            == (np.bool_, (3, 4), np.float64, (3, 4)))
+
+
+def test_the_module_is_built_once_with_the_options_and_every_function_fetched_once():
+    built, fetched = [], []
+
+    class Module:
+        def __init__(self, code, options=(), name_expressions=()):
+            built.append((code, options, tuple(name_expressions)))
+
+        def get_function(self, name):
+            fetched.append(name)
+            return lambda grid, block, args: None
+    fake = types.ModuleType("fakecupy")
+    fake.RawModule = Module
+    run = launch.sgd(fake, kernels.SGD_KERNEL)
+    p = np.zeros(3, np.float32)
+    for _ in range(3):
+        run(p, p, None, 0.1, 0.0, 0.0)
+    assert built == [(source.CUDA_SOURCE, ("--std=c++14", "--fmad=false"), tuple(source.instantiations()))]
+    assert fetched == ["sgd<float, 0, 0>"]
+    assert launch.build(fake) == len(source.instantiations()) and len(built) == 1
+    assert fetched[1:] == source.instantiations()                        # build fetches every instance
+    del launch._modules[fake]
+
+
+def test_the_grid_covers_n_with_the_fewest_blocks_up_to_the_limit():
+    assert launch._grid(1) == ((1,), (256,)) and launch._grid(0) == ((1,), (256,))
+    assert launch._grid(256) == ((1,), (256,)) and launch._grid(257) == ((2,), (256,))
+    assert launch._grid(256 * 65535) == ((65535,), (256,)) and launch._grid(10**9) == ((65535,), (256,))
+
+
+def test_the_source_is_read_from_the_package_file():
+    assert source._read() == (Path(source.__file__).with_name("fused.cu")).read_text(encoding="utf-8")
+    assert "‖" in source._read()                 # not ASCII: read as UTF-8 whatever the locale

@@ -4,18 +4,13 @@ every loss against its formula, ``one_hot``, the kernel templates against the co
 name list, the copy/alias contracts of the backends, the dtype of every scratch buffer,
 the batch widths of evaluate and predict, the progress bar, the epoch log line, and the
 documented defaults."""
-import functools
 import time
-import types
 import warnings
 
 import numpy as np
 import pytest
 
 import gpumlp
-from gpumlp import backend as B
-from gpumlp import kernels
-from gpumlp.activations import ACTIVATIONS
 from gpumlp.testing import exact, ref_ce, ref_hinge
 from gpumlp.testing import labelled_problem as problem
 from gpumlp.train import TrainingDiverged, evaluate, fit
@@ -26,74 +21,6 @@ QUIET = dict(progress=False, log=lambda line: None)
 
 
 
-
-
-# == kernels ============================================================================
-@pytest.mark.parametrize("value,mode", [("1", "on"), ("true", "on"), (" TRUE ", "on"), ("yes", "on"),
-                                        ("on", "on"), ("ON", "on"), ("0", "off"), ("off", "off"), ("No", "off"),
-                                        ("false", "off"), ("auto", "auto"), (" Auto ", "auto"), ("", "auto"),
-                                        (None, "auto")])
-def test_the_fused_switch(monkeypatch, value, mode):
-    if value is None:
-        monkeypatch.delenv("GPUMLP_FUSED", raising=False)
-    else:
-        monkeypatch.setenv("GPUMLP_FUSED", value)
-    assert kernels.fused_mode() == mode
-    assert kernels.fused_mode(True) == "on" and kernels.fused_mode(False) == "off"
-    assert kernels.fused_mode("auto") == "auto" and kernels.fused_mode(0) == "off"
-
-
-def test_a_bad_fused_switch_is_an_error(monkeypatch):
-    monkeypatch.setenv("GPUMLP_FUSED", "2")
-    with pytest.raises(ValueError, match=exact("$GPUMLP_FUSED must be auto, 1 (compiled kernels, unchecked) or 0 "
-                                               "(the twins); got '2'")):
-        kernels.fused_mode()
-    with pytest.raises(ValueError, match="fused must be auto"):
-        kernels.fused_mode("maybe")
-
-
-def test_every_kernel_names_a_compiled_template():
-    """Each kernel's name, and its CUDA template, which must be one of the instances
-    compiled (``instantiations()``) for both float and double."""
-    compiled = kernels.instantiations()
-    assert len(compiled) == len(set(compiled)) == 50
-    expected = {  # activation: (bias_act without bias, with bias, act_grad, f' scratch)
-        "linear": (("linear", None), ("bias", "bias_act<{T}, 0, 1>"), ("linear'", None), None),
-        "relu": (("relu", "bias_act<{T}, 1, 0>"), ("bias+relu", "bias_act<{T}, 1, 1>"),
-                 ("relu'", "act_grad<{T}, 1>"), "bool"),
-        "leaky_relu": (("leaky_relu", "bias_act<{T}, 2, 0>"), ("bias+leaky_relu", "bias_act<{T}, 2, 1>"),
-                       ("leaky_relu'", "act_grad<{T}, 2>"), "float"),
-        "tanh": (("tanh", "bias_act<{T}, 3, 0>"), ("bias+tanh", "bias_act<{T}, 3, 1>"),
-                 ("tanh'", "act_grad<{T}, 3>"), "float"),
-        "sigmoid": (("sigmoid", "bias_act<{T}, 4, 0>"), ("bias+sigmoid", "bias_act<{T}, 4, 1>"),
-                    ("sigmoid'", "act_grad<{T}, 4>"), "float"),
-    }
-    templates = []
-    for name, (plain, biased, grad, scratch) in expected.items():
-        f = ACTIVATIONS[name]
-        for k, (kname, cuda) in ((kernels.bias_act(f, False), plain), (kernels.bias_act(f, True), biased),
-                                 (kernels.act_grad(f), grad)):
-            assert (k.name, k.cuda) == (kname, cuda)
-            assert repr(k) == f"<gpumlp kernel {kname}>"
-            templates += [cuda] if cuda else []
-        assert f.scratch == scratch                 # what the workspace lends its twin
-    templates += [k.cuda for k in kernels.LOSS_KERNELS.values()] + ["squared_error_loss<{T}>"]
-    assert [k.cuda for k in kernels.TARGET_LOSS_KERNELS.values()] == ["squared_error_loss<{T}>"]
-    templates += [f"sgd<{{T}}, {m}, {d}>" for m in "01" for d in "01"]
-    templates += [f"sample_sq<{{T}}, {b}, {f}>" for b in "01" for f in "01"]
-    assert (kernels.SGD_KERNEL.cuda, kernels.SAMPLE_SQ_KERNEL.cuda) == ("sgd<{T}, {M}, {D}>", "sample_sq<{T}, {B}, {F}>")
-    instances = [t.format(T=T) for t in templates for T in ("float", "double")]
-    assert sorted(instances) == sorted(compiled)
-
-
-def test_loss_scratch_is_in_the_given_dtype():
-    s = kernels.LossScratch(CPU, 3, 4, np.float32)
-    for a in (s.onehot, s.a, s.b):
-        assert a.shape == (3, 4) and a.dtype == np.float32
-    for a in (s.m, s.sum, s.py):
-        assert a.shape == (1, 4) and a.dtype == np.float32
-    assert s.argmax.dtype == np.int64
-    np.testing.assert_array_equal(s.rows, [[0], [1], [2]])
 
 
 
@@ -258,148 +185,5 @@ def test_divergence_with_an_optimizer_without_lr():
 
 
 
-# == the compiled path of 0.4.0: what mutmut found unchecked ==============================
-from gpumlp.kernels import check as CHECK  # noqa: E402
-from gpumlp.kernels import launch as LAUNCH  # noqa: E402
-from gpumlp.kernels import source as SOURCE  # noqa: E402
 
 
-def test_the_first_launch_check_compares_as_documented():
-    d = CHECK._difference
-    f = np.array([1.0, -2.0, 4.0])
-    assert d(np.array([True, False]), np.array([True, False]), "float32") is None
-    assert d(np.array([True, False, True]), np.array([True, True, False]), "float32") == "2 of 3 flags differ"
-    assert d(f, f.copy(), "float64") is None
-    assert d(np.array([np.nan, 1.0]), np.array([1.0, np.nan]), "float64") == "NaN in different places"
-    assert d(np.array([np.inf, 1.0]), np.array([np.inf, 1.0]), "float64") is None
-    assert d(np.array([np.inf, 1.0]), np.array([1.0, 1.0]), "float64") == "infinities in different places"
-    assert d(np.array([np.inf, 1.0]), np.array([-np.inf, 1.0]), "float64") == "infinities in different places"
-    assert d(np.array([np.inf, 4.0]), np.array([np.inf, 4.0 + 2e-12]), "float64") is None
-    assert d(np.zeros(3), np.zeros(3), "float64") is None
-    assert d(np.array([1e-30, 0.0]), np.zeros(2), "float64") == "non-zero values (1e-30) where the twin wrote zeros"
-    assert d(np.array([4.0 + 4e-5 * 1.0001]), np.array([4.0]), "float32").startswith("relative error 1e-05 > 1e-05")
-    assert d(np.array([4.0 + 4e-5 * 0.999]), np.array([4.0]), "float32") is None
-    assert d(np.array([100001.0]), np.array([100000.0]), "float32") is None          # exactly the tolerance
-    assert d(np.array([], np.float32), np.array([], np.float32), "float32") is None
-    # float32 results are compared in float64: 16777217 is not a float32, but their difference is seen
-    assert d(np.array([2.0], np.float32), np.array([2.0 + 1e-4], np.float64), "float32").startswith("relative error")
-
-
-def test_each_kernel_fills_only_the_scratch_it_is_not_given():
-    cpu = gpumlp.get_backend("cpu")
-    D = np.ones((3, 4))
-    given = kernels.LossScratch(cpu, 3, 4, np.float64)
-    args = (D, np.zeros(4, np.int64), D, np.ones(4), np.ones(4, bool), 0.25, 1.0, given)
-    assert kernels.LOSS_KERNELS["ce"].scratch(cpu, args) is args
-    filled = kernels.LOSS_KERNELS["ce"].scratch(cpu, args[:7] + (None,))
-    assert isinstance(filled[7], kernels.LossScratch) and filled[7].onehot.shape == (3, 4)
-    p, tmp = np.ones(5, np.float32), np.ones(5, np.float32)
-    args = (p, np.ones(6), None, 0.1, 0.0, 0.0, tmp)
-    assert kernels.SGD_KERNEL.scratch(cpu, args) is args
-    filled = kernels.SGD_KERNEL.scratch(cpu, args[:6] + (None,))
-    assert filled[6].shape == (5,) and filled[6].dtype == np.float32
-    Z = np.ones((7, 4))
-    filled = kernels.SAMPLE_SQ_KERNEL.scratch(cpu, (D, Z, True, False, np.ones(4), None, None, None))
-    assert [a.shape for a in filled[5:]] == [(7, 4), (4,), (4,)]
-    relu = kernels.act_grad(ACTIVATIONS["relu"])
-    mask, tmp = np.ones((3, 4), bool), np.ones((3, 4))
-    assert relu.scratch(cpu, (D, D, D, mask, tmp))[3:] == (mask, tmp)
-    filled = relu.scratch(cpu, (D, D, D, None, None))
-    assert (filled[3].dtype, filled[3].shape, filled[4].dtype, filled[4].shape) == (np.bool_, (3, 4), np.float64, (3, 4))
-
-
-def test_the_module_is_built_once_with_the_options_and_every_function_fetched_once():
-    built, fetched = [], []
-
-    class Module:
-        def __init__(self, code, options=(), name_expressions=()):
-            built.append((code, options, tuple(name_expressions)))
-
-        def get_function(self, name):
-            fetched.append(name)
-            return lambda grid, block, args: None
-    fake = types.ModuleType("fakecupy")
-    fake.RawModule = Module
-    run = LAUNCH.sgd(fake, kernels.SGD_KERNEL)
-    p = np.zeros(3, np.float32)
-    for _ in range(3):
-        run(p, p, None, 0.1, 0.0, 0.0)
-    assert built == [(SOURCE.CUDA_SOURCE, ("--std=c++14", "--fmad=false"), tuple(SOURCE.instantiations()))]
-    assert fetched == ["sgd<float, 0, 0>"]
-    assert LAUNCH.build(fake) == len(SOURCE.instantiations()) and len(built) == 1
-    assert fetched[1:] == SOURCE.instantiations()                        # build fetches every instance
-    del LAUNCH._modules[fake]
-
-
-def test_the_grid_covers_n_with_the_fewest_blocks_up_to_the_limit():
-    assert LAUNCH._grid(1) == ((1,), (256,)) and LAUNCH._grid(0) == ((1,), (256,))
-    assert LAUNCH._grid(256) == ((1,), (256,)) and LAUNCH._grid(257) == ((2,), (256,))
-    assert LAUNCH._grid(256 * 65535) == ((65535,), (256,)) and LAUNCH._grid(10**9) == ((65535,), (256,))
-
-
-def test_the_source_is_read_from_the_package_file():
-    from pathlib import Path
-    assert SOURCE._read() == (Path(SOURCE.__file__).with_name("fused.cu")).read_text(encoding="utf-8")
-    assert "‖" in SOURCE._read()                 # not ASCII: read as UTF-8 whatever the locale
-
-
-def test_the_twins_mode_builds_no_module(standin, monkeypatch):
-    """GPUMLP_FUSED=0 runs the twins: nothing is compiled."""
-    monkeypatch.setattr(LAUNCH, "_modules", {})
-    net = gpumlp.MLP([4, 6, 3], device=B.CupyBackend(standin, fused=False), seed=0)
-    fit(net, np.ones((4, 8)), np.arange(8) % 3, gpumlp.SGD(0.1), epochs=1, batch_size=4, progress=False)
-    assert LAUNCH._modules == {}
-
-
-def test_the_check_keeps_arguments_passed_twice_one_buffer(standin, monkeypatch):
-    """A linear layer with a bias passes S as its Z: the twin's copies must alias likewise, or
-    the check compares a stale Z (caught only with non-zero biases)."""
-    monkeypatch.setattr(CHECK, "verdicts", {})
-    net = gpumlp.MLP([4, 5, 3], activation="tanh", device=B.CupyBackend(standin, fused="auto"), seed=0)
-    net.set_params(net.get_params()[0], [np.full((5, 1), 0.5), np.full((3, 1), -0.25)])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="gpumlp: the compiled kernel")
-        net.forward(np.ones((4, 6)))
-    assert CHECK.verdicts[("bias_act<{T}, 0, 1>", (), "float32")] is True
-
-
-def test_the_checks_warning_names_the_instance_and_the_error(standin, monkeypatch):
-    monkeypatch.setattr(CHECK, "verdicts", {})
-
-    def broken(*args):
-        raise RuntimeError("cuLaunchKernel failed\nsecond line")
-    k = kernels.act_grad(ACTIVATIONS["relu"])
-    be = B.CupyBackend(standin, fused="auto")
-    run = CHECK.checked(be, k, broken, functools.partial(k.twin, standin))
-    S = standin.asarray(np.array([[1.0, -1.0]], np.float32))
-    D = standin.asarray(np.array([[2.0, 3.0]], np.float32))
-    with pytest.warns(RuntimeWarning) as caught:
-        run(S, S, D, None, None)
-    assert str(caught[0].message) == ("gpumlp: the compiled kernel act_grad<float, 1> is not used: it could not be "
-                                      "built or launched: RuntimeError: cuLaunchKernel failed; this process runs "
-                                      "its twin from now on")
-    assert caught[0].filename == __file__                      # the warning points at the caller
-    assert np.array_equal(standin.asnumpy(D), [[2.0, 0.0]])
-    monkeypatch.setattr(CHECK, "verdicts", {})
-
-    def silent(*args):
-        raise RuntimeError()
-    run = CHECK.checked(be, k, silent, functools.partial(k.twin, standin))
-    with pytest.warns(RuntimeWarning, match="could not be built or launched: RuntimeError: ; this process"):
-        run(S, S, standin.asarray(np.ones((1, 2), np.float32)), None, None)
-
-
-def test_the_check_compares_every_result_a_kernel_writes(standin, monkeypatch):
-    """bias_act writes S (with its bias) as well as Z: a compiled form that forgot S is caught."""
-    monkeypatch.setattr(CHECK, "verdicts", {})
-    monkeypatch.setattr(LAUNCH, "_modules", {})
-    wrong = SOURCE.CUDA_SOURCE.replace("if (BIAS) { s = s + b[i / cols]; S[i] = s; }", "if (BIAS) { s = s + b[i / cols]; }")
-    assert wrong != SOURCE.CUDA_SOURCE
-    monkeypatch.setattr(SOURCE, "CUDA_SOURCE", wrong)
-    net = gpumlp.MLP([4, 5, 3], device=B.CupyBackend(standin, fused="auto"), seed=0)
-    net.set_params(net.get_params()[0], [np.full((5, 1), 0.5), np.full((3, 1), -0.25)])
-    with pytest.warns(RuntimeWarning) as caught:
-        net.forward(np.ones((4, 6)))
-    named = sorted(str(w.message).split(" is not used")[0] for w in caught)
-    assert named == ["gpumlp: the compiled kernel bias_act<float, 0, 1>",      # the linear output layer's, too
-                     "gpumlp: the compiled kernel bias_act<float, 1, 1>"]

@@ -1,6 +1,7 @@
 """gpumlp train's run folder as a user meets it: resuming (a finished run, a longer one, the
 time of both sessions), --test-data, the noise scale's summary, one run per folder, and
-interrupted runs that can still be scored and resumed exactly."""
+interrupted runs that can still be scored and resumed exactly; the scaler fitted on the training
+split alone."""
 import json
 import os
 import signal
@@ -257,3 +258,22 @@ def test_a_second_run_into_a_busy_folder_is_refused_in_one_line(tmp_path, capsys
     assert cli.main(["train", "--resume", str(out), "--no-progress"]) == 2      # killed before a checkpoint...
     assert "no checkpoint.npz" in capsys.readouterr().err                      # ...but not locked any more
     assert cli.main(["train", *FAST, "--epochs", "1", "--out", str(out)]) == 0
+
+
+# -- the scaler is fitted on the training columns only -----------------------------------------
+def test_cli_scaler_is_fitted_on_the_training_split_only(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--hidden", "16", "--no-progress",
+                     "--out", str(out)]) == 0
+    capsys.readouterr()
+    _, _, arrays = io.load(out / "model.npz", device="cpu")
+    X, y = data.load_digits()
+    idx, _ = data.encode_labels(y)                    # the CLI splits the class indices
+    train, _ = data.split(idx, 0.2, seed=0)
+    assert len(train) == 1438
+    mean = np.asarray(arrays["x_mean"], np.float64).ravel()
+    np.testing.assert_allclose(mean, X[:, train].mean(axis=1), rtol=1e-12, atol=1e-12)
+    assert np.max(np.abs(mean - X.mean(axis=1))) > 1e-3
+    expected = data.Standardizer.fit(X[:, train])
+    np.testing.assert_allclose(np.asarray(arrays["x_scale"]).ravel(), expected.scale.ravel(), rtol=1e-12)
+

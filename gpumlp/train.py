@@ -8,6 +8,8 @@ first bad step.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,10 +20,16 @@ from .losses import check_margin, get_loss
 from .noise import NoiseScale
 from .state import TrainState
 
+if TYPE_CHECKING:
+    from .model import MLP
+    from .optim import Optimizer
+    from .parallel import DataParallel
+
 __all__ = ["fit", "evaluate", "TrainingDiverged", "TrainState", "OutOfDeviceMemory"]
 
 
-def evaluate(net, X, y, loss: str = "ce", margin: float = 1.0, batch_size: int = 4096) -> tuple[float, float | None]:
+def evaluate(net: MLP, X: Any, y: Any, loss: str = "ce", margin: float = 1.0,
+             batch_size: int = 4096) -> tuple[float, float | None]:
     """``(mean loss, accuracy)`` of ``net`` on X (d0 × N) with labels y, as floats; for a loss
     on real targets (``squared_error``, y of shape K × N) the accuracy is None."""
     batch_size = positive_int(batch_size, "batch_size")
@@ -39,9 +47,12 @@ class _NoUpdate:
         raise RuntimeError("this trainer only scores")
 
 
-def fit(net, X, y, optimizer, loss="ce", margin=1.0, epochs=30, batch_size=32,
-        X_test=None, y_test=None, seed=0, progress=False, log=None, noise_scale=False,
-        state=None, on_epoch=None, micro_batch=None, parallel=None, hooks=()) -> list[dict]:
+def fit(net: MLP, X: Any, y: Any, optimizer: Optimizer, loss: str = "ce", margin: float = 1.0, epochs: int = 30,
+        batch_size: int = 32, X_test: Any = None, y_test: Any = None, seed: int = 0, progress: bool = False,
+        log: Callable[[str], Any] | None = None, noise_scale: bool | NoiseScale = False,
+        state: TrainState | None = None, on_epoch: Callable[[dict, TrainState], Any] | None = None,
+        micro_batch: int | None = None, parallel: DataParallel | None = None,
+        hooks: Iterable[Hook] = ()) -> list[dict]:
     """Train ``net`` on X (d0 × N) and labels y; returns the per-epoch history.
 
     ``fit`` is quiet by default.  ``progress=True`` shows a progress bar on a terminal

@@ -81,7 +81,7 @@ def test_micro_batch_is_checked():
 # -- real MPI jobs ------------------------------------------------------------------------------
 
 def mpiexec():
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'gpumlp[mpi]')")
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
     exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     if exe is None:
         pytest.skip("no mpiexec on the PATH")

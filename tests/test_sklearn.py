@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed (pip install 'gpumlp[sklearn]')")
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed (pip install -e '.[sklearn]')")
 
 from sklearn.base import clone                                      # noqa: E402
 from sklearn.datasets import load_digits, load_iris                 # noqa: E402

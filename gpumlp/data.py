@@ -3,10 +3,12 @@
 Everything here returns gpumlp's layout: X is d0 × N (one sample per column),
 y holds N integer class indices.
 """
+from __future__ import annotations
+
 import hashlib
 import os
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -17,14 +19,14 @@ SPLIT_SEED = 0             # the held-out split's seed, the same for every run
 SPLIT_VERSION = 2          # 2: the split depends only on the sample order and the seed (gpumlp 0.3)
 
 
-def load_digits():
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 8×8 handwritten digits shipped inside gpumlp: X (64 × 1797, float64, 0..16), y (1797,)."""
     with resources.files("gpumlp").joinpath("datasets/digits.npz").open("rb") as f, \
             np.load(f, allow_pickle=False) as z:
         return z["images"].T.astype(np.float64), z["labels"].astype(np.int64)
 
 
-def load_npz(path, labels=True):
+def load_npz(path: str | os.PathLike, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """The user's data set: a .npz with ``X`` (d0 × N, one sample per column) and ``y`` (N labels).
 
     Labels may be integers or strings; they are returned as they are (see
@@ -64,7 +66,7 @@ def load_npz(path, labels=True):
     return X.astype(np.float64), y
 
 
-def encode_labels(y, classes=None):
+def encode_labels(y: Any, classes: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Class indices 0..K-1 for labels ``y``; ``classes`` (sorted) defaults to the labels seen.
 
     A label not in ``classes`` is an error, never a silent wrong index.
@@ -91,7 +93,7 @@ def encode_labels(y, classes=None):
     return idx.astype(np.int64), classes
 
 
-def split(y, test_fraction=0.2, seed=0):
+def split(y: Any, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/test indices: the same fraction of every class is held out.
 
     Deterministic for a given ``seed``, so a saved model can be scored again on
@@ -127,11 +129,11 @@ class Standardizer:
     into huge outliers that would wreck the first layer.
     """
 
-    def __init__(self, mean, scale):
+    def __init__(self, mean: Any, scale: Any) -> None:
         self.mean, self.scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
 
     @classmethod
-    def fit(cls, X, max_z=5.0):
+    def fit(cls, X: Any, max_z: float = 5.0) -> Standardizer:
         X = np.asarray(X, np.float64)
         try:
             with np.errstate(over="raise", invalid="raise"):
@@ -143,12 +145,12 @@ class Standardizer:
                              f"{np.abs(X).max():.3g}); divide X by a constant first") from None
         return cls(mean, np.where(scale > 1e-12, scale, 1.0))
 
-    def __call__(self, X):
+    def __call__(self, X: np.ndarray) -> np.ndarray:
         if X.shape[0] != self.mean.shape[0]:
             raise ValueError(f"X has {X.shape[0]} features (rows); the model was trained on {self.mean.shape[0]}")
         return (X - self.mean) / self.scale
 
-    def within(self, X, dtype, what="X's values"):
+    def within(self, X: np.ndarray, dtype: Any, what: str = "X's values") -> np.ndarray:
         """X scaled, after checking that the result is finite in ``dtype``: a value far outside
         the training range can overflow float32 once scaled (``what`` names it in the error)."""
         Z = self(X)
@@ -158,7 +160,7 @@ class Standardizer:
         return Z
 
 
-def fingerprint(X, y):
+def fingerprint(X: Any, y: Any) -> str:
     """A short SHA-256 of a data set, to tell whether a model is scored on its own data."""
     h = hashlib.sha256()
     for a in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
@@ -175,7 +177,8 @@ class Prepared:
     data and split again (data, data_sha256, test_fraction, split_seed, split_version, and
     test_data, test_data_sha256 when the test data is a file of its own)."""
 
-    def __init__(self, X_train, y_train, X_test, y_test, classes, scaler, source, record):
+    def __init__(self, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+                 classes: np.ndarray, scaler: Standardizer, source: str, record: dict[str, Any]) -> None:
         self.X_train, self.y_train, self.X_test, self.y_test = X_train, y_train, X_test, y_test
         self.classes, self.scaler, self.source, self.record = classes, scaler, source, record
 
@@ -200,6 +203,7 @@ class _About:
 
 
 def _read(source):
+    y: np.ndarray | None
     if source is None or source == "digits":
         X, y = load_digits()
         return X, y, "digits"
@@ -234,7 +238,7 @@ def prepare(source: Any = None, test_fraction: float | None = None, test_file: A
             raise ValueError(f"{name} has {len(classes)} class{'es' if len(classes) != 1 else ''} in y; "
                              "classification needs at least 2")
         if test_file is None:
-            train, test = split(idx, test_fraction, SPLIT_SEED)
+            train, test = split(idx, cast(float, test_fraction), SPLIT_SEED)      # set above when no test_file
             Xtr, ytr, Xte, yte = X[:, train], idx[train], X[:, test], idx[test]
         else:
             Xtr, ytr = X, idx

@@ -9,14 +9,19 @@ turns every way a file can be damaged (truncated, bit-flipped, not a zip archive
 missing or misshapen arrays, another format or version) into one ValueError that
 names the file and what is wrong.
 """
+from __future__ import annotations
+
 import json
 import os
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 
+from .backend import Backend
 from .model import MLP
+from .state import TrainState
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "atomic_write", "read_npz", "Checkpoint"]
 
@@ -38,7 +43,7 @@ def _umask():
     return mask
 
 
-def atomic_write(path, write, mode="wb"):
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], mode: str = "wb") -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk and rename
     it to ``path``; then flush the folder, so the rename itself survives a crash."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -71,7 +76,7 @@ def _config(net):
             "bias": net.bias, "dtype": net.dtype}
 
 
-def save(path, net, meta=None, **arrays):
+def save(path: str | os.PathLike, net: MLP, meta: dict[str, Any] | None = None, **arrays: Any) -> None:
     """Write ``net`` (config and parameters), a JSON-able ``meta`` dict and extra host
     ``arrays`` to ``path``, atomically."""
     W, b = net.get_params()
@@ -92,7 +97,7 @@ def _add_arrays(payload, arrays):
     payload.update({k: np.asarray(v) for k, v in arrays.items()})
 
 
-def read_npz(path, what, take=None):
+def read_npz(path: str | os.PathLike, what: str, take: Callable[[Any], Any] | None = None) -> Any:
     """What ``take(z)`` returns from the open .npz at ``path`` (by default all its arrays, on the
     host), read without pickle.  Every way the file can be wrong becomes one ValueError that
     names it: a folder, a missing file, not a zip archive, object arrays, or damage
@@ -164,7 +169,8 @@ def _build(path, config, device):
         raise ValueError(f"{path} is damaged: its model config is invalid ({_why(e)})") from None
 
 
-def load(path, device="auto"):
+def load(path: str | os.PathLike,
+         device: str | Backend | None = "auto") -> tuple[MLP, dict[str, Any], dict[str, np.ndarray]]:
     """``(net, meta, arrays)`` from a file written by :func:`save`."""
     arrays = _read(path, "gpumlp model", FORMAT)
     config, meta = _json(path, arrays, "config", "model"), _json(path, arrays, "meta", "model")
@@ -188,11 +194,13 @@ class Checkpoint:
     (for the optimizer's ``load_state_dict``), ``state`` (a :class:`gpumlp.state.TrainState`),
     ``meta`` (the JSON record the run saved) and ``arrays`` (its extra host arrays)."""
 
-    def __init__(self, net, optimizer_state, state, meta, arrays):
+    def __init__(self, net: MLP, optimizer_state: dict[str, Any], state: TrainState, meta: dict[str, Any],
+                 arrays: dict[str, np.ndarray]) -> None:
         self.net, self.optimizer_state, self.state, self.meta, self.arrays = net, optimizer_state, state, meta, arrays
 
 
-def save_checkpoint(path, net, optimizer_state, state, meta=None, params=None, **arrays):
+def save_checkpoint(path: str | os.PathLike, net: MLP, optimizer_state: dict[str, Any], state: TrainState,
+                    meta: dict[str, Any] | None = None, params: Any = None, **arrays: Any) -> None:
     """Write a training checkpoint atomically: the model's config and parameters (the flat
     buffer; ``params`` overrides it with a host copy taken earlier, at an epoch boundary),
     the optimizer's state (its ``state_dict``: arrays over the flat parameters, numbers or
@@ -216,7 +224,7 @@ def save_checkpoint(path, net, optimizer_state, state, meta=None, params=None, *
     atomic_write(path, lambda f: np.savez(f, **payload))
 
 
-def load_checkpoint(path, device="auto"):
+def load_checkpoint(path: str | os.PathLike, device: str | Backend | None = "auto") -> Checkpoint:
     """A :class:`Checkpoint` from a file written by :func:`save_checkpoint`, on ``device``
     (a checkpoint written on a GPU loads on a CPU, and the reverse).  A gpumlp 0.4 file
     (format /1) is read too: its SGD velocity is the same state under another name."""

@@ -162,7 +162,7 @@ class RunDir:
 def checked_meta(path: str, ck: io.Checkpoint) -> tuple[dict, list, NoiseScale | None]:
     """A checkpoint's run record, checked key by key: (meta, history, noise scale or None).
     Anything missing or of the wrong type is the file's damage, named as such."""
-    m = ck.meta
+    m: Any = ck.meta                 # a JSON record: need() checks each entry before it is used
 
     def need(ok, what):
         if not ok:

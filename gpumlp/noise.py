@@ -27,14 +27,21 @@ keeps separate averages of the two, in float64, and reports the ratio of the
 averages, never an average of ratios.  A batch of one column says nothing about
 the variance and is skipped.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .model import MLP
 
 __all__ = ["estimate", "NoiseScale", "StepRecords"]
 
 
-def estimate(sum_s, grad_sq, batch_size, population=None):
+def estimate(sum_s: Any, grad_sq: Any, batch_size: Any, population: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(tr_Σ, G2)``: the unbiased estimates of tr(Σ) and |G|² from one batch (or arrays of
     batches), as float64.
 
@@ -72,7 +79,7 @@ class NoiseScale:
     the run).
     """
 
-    def __init__(self, population=None, decay=0.95, start_samples=None):
+    def __init__(self, population: int | None = None, decay: float = 0.95, start_samples: int | None = None) -> None:
         if population is not None and (isinstance(population, bool) or not isinstance(population, (int, np.integer))
                                        or population < 2):
             raise ValueError(f"population must be the number of examples (an integer >= 2) or None; got {population!r}")
@@ -92,7 +99,7 @@ class NoiseScale:
         self._sum = [0.0, 0.0]
         self._start = [0.0, 0.0]
 
-    def update(self, sum_s, grad_sq, batch_size):
+    def update(self, sum_s: Any, grad_sq: Any, batch_size: Any) -> NoiseScale:
         """Add the estimates of one or more batches, in the order they were taken."""
         sum_s, grad_sq, B = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, np.float64))
                                                   for a in (sum_s, grad_sq, batch_size)))
@@ -110,14 +117,14 @@ class NoiseScale:
         self.steps += len(trace)
         return self
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         """The estimator's whole state, for a checkpoint (a resumed run goes on averaging)."""
         return {"population": self.population, "decay": self.decay, "start_samples": self.start_samples,
                 "steps": self.steps, "samples": self.samples, "ema": list(self._ema), "weight": self._weight,
                 "sum": list(self._sum), "start": list(self._start)}
 
     @classmethod
-    def from_json(cls, d):
+    def from_json(cls, d: dict[str, Any]) -> NoiseScale:
         try:
             ns = cls(population=d["population"], decay=d["decay"], start_samples=d["start_samples"])
             ns.steps, ns.samples, ns._weight = int(d["steps"]), int(d["samples"]), float(d["weight"])
@@ -127,27 +134,27 @@ class NoiseScale:
         return ns
 
     @property
-    def trace(self):
+    def trace(self) -> float | None:
         """tr(Σ): the exponential moving average (None before any batch)."""
         return self._ema[0] / self._weight if self.steps else None
 
     @property
-    def grad_sq(self):
+    def grad_sq(self) -> float | None:
         """|G|²: the exponential moving average (None before any batch)."""
         return self._ema[1] / self._weight if self.steps else None
 
     @property
-    def b_simple(self):
+    def b_simple(self) -> float | None:
         """tr(Σ) / |G|² from the moving averages; None while |G|² is not resolved (≤ 0)."""
         return _ratio(*self._ema) if self.steps else None
 
     @property
-    def b_simple_mean(self):
+    def b_simple_mean(self) -> float | None:
         """tr(Σ) / |G|² from the means over every batch so far; None while |G|² ≤ 0."""
         return _ratio(*self._sum) if self.steps else None
 
     @property
-    def b_simple_start(self):
+    def b_simple_start(self) -> float | None:
         """tr(Σ) / |G|² from the means over the batches of the first ``start_samples`` examples
         (by default the first epoch): the value at the start of training."""
         return _ratio(*self._start) if self.steps else None
@@ -167,18 +174,18 @@ class StepRecords:
     at the end of the epoch (so the steps never wait on it).  In the model's dtype:
     |ḡ|² of a float32 model is a float32 dot product."""
 
-    def __init__(self, net, n_steps):
+    def __init__(self, net: MLP, n_steps: int) -> None:
         backend, dt = net.backend, net.params.dtype
         self.sum_s = backend.empty((n_steps, 1), dt)
         self.grad_sq = backend.empty((n_steps, 1), dt)
         self._part = backend.empty((1, 1), dt)
 
-    def record(self, net, i):
+    def record(self, net: MLP, i: int) -> None:
         """Step i's values, after the backward pass and before the update (unchecked)."""
         self.record_norms(net, i)
         self.record_grad(net, i)
 
-    def record_norms(self, net, i, add=False):
+    def record_norms(self, net: MLP, i: int, add: bool = False) -> None:
         """Σ_n s_n of the last backward pass into row i (``add``: onto what is there, for the
         second and later micro-batches of a step), as s · 1 with the workspace's ones column."""
         s, ones = net._sample_sq_norms(), net.xp.reshape(net._ws.ones, (-1,))
@@ -189,15 +196,15 @@ class StepRecords:
         else:
             net.backend.dot(s, ones, row)
 
-    def zero_norms(self, i):
+    def zero_norms(self, i: int) -> None:
         """Row i for a rank whose share of the step's batch is empty."""
         self.sum_s[i:i + 1, :] = 0
 
-    def record_grad(self, net, i):
+    def record_grad(self, net: MLP, i: int) -> None:
         """|ḡ|² of the step's whole gradient (after any micro-batches and all-reduce) into row i."""
         net.backend.dot(net.grads, net.grads, self.grad_sq[i:i + 1, :])
 
-    def read(self, backend, start, stop):
+    def read(self, backend: Backend, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Steps start..stop−1's records on the host, as float64 vectors."""
         return (backend.to_numpy(self.sum_s[start:stop, 0]).astype(np.float64),
                 backend.to_numpy(self.grad_sq[start:stop, 0]).astype(np.float64))

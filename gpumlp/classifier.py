@@ -8,11 +8,16 @@ and the names of its classes, as `gpumlp train --out` saves them.
 Without this, a loaded network scores raw features it was never trained on, and its
 class indices are not the user's labels.
 """
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import numpy as np
 
 from . import data, io
+from .backend import Backend
+from .model import MLP
 from .train import evaluate
 
 __all__ = ["Classifier"]
@@ -23,7 +28,7 @@ class Classifier:
     fitted on the training columns), ``classes`` (the label of each output row) and
     ``meta`` (what the run recorded: loss, margin, data, split)."""
 
-    def __init__(self, net, scaler, classes, meta=None):
+    def __init__(self, net: MLP, scaler: data.Standardizer, classes: Any, meta: dict[str, Any] | None = None) -> None:
         classes = np.asarray(classes)
         if classes.ndim != 1 or len(classes) != net.sizes[-1]:
             raise ValueError(f"classes must name the model's {net.sizes[-1]} outputs; got {classes.shape}")
@@ -35,7 +40,7 @@ class Classifier:
         self.net, self.scaler, self.classes, self.meta = net, scaler, classes, dict(meta or {})
 
     @classmethod
-    def load(cls, path, device="auto"):
+    def load(cls, path: str | os.PathLike, device: str | Backend | None = "auto") -> Classifier:
         """The classifier in ``path`` (a folder from ``gpumlp train --out``, or its model.npz)."""
         path = os.path.join(path, "model.npz") if os.path.isdir(path) else path
         net, meta, arrays = io.load(path, device=device)
@@ -57,7 +62,7 @@ class Classifier:
         except ValueError as e:
             raise ValueError(f"{path} is damaged: {e}") from None
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the classifier (network, scaling, classes, meta) to ``path``, atomically."""
         io.save(path, self.net, self.meta, x_mean=self.scaler.mean, x_scale=self.scaler.scale, classes=self.classes)
 
@@ -68,16 +73,16 @@ class Classifier:
             raise ValueError(f"X must be {self.net.sizes[0]} × N (one sample per column); got shape {X.shape}{hint}")
         return self.scaler.within(X.astype(np.float64), self.net.dtype)
 
-    def outputs(self, X, batch_size=4096):
+    def outputs(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """The network's outputs (K × N, NumPy) for raw features X (d0 × N)."""
         return self.net.outputs(self._features(X), batch_size)
 
-    def predict(self, X, batch_size=4096):
+    def predict(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """The predicted label of each column of raw features X (d0 × N), as the training
         data spelled them."""
         return self.classes[self.net.predict(self._features(X), batch_size)]
 
-    def evaluate(self, X, y):
+    def evaluate(self, X: Any, y: Any) -> tuple[float, float | None]:
         """``(mean loss, accuracy)`` on raw features X (d0 × N) and labels y as the training
         data spelled them (with the run's loss and margin)."""
         idx, _ = data.encode_labels(y, self.classes)

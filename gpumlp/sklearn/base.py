@@ -1,8 +1,10 @@
 """What the classifier and the regressor share: seeds, building the network and its
 optimizer, training through :func:`gpumlp.train.fit`, scikit-learn's layout of the
 parameters, and pickling.  (Names here are the package's own, not part of gpumlp's API.)"""
+from __future__ import annotations
+
 import numbers
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -20,16 +22,16 @@ from ..train import fit as gpumlp_fit
 SKLEARN_ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid"}
 
 
-def make_optimizer(lr, momentum, alpha):
+def make_optimizer(lr: float, momentum: float, alpha: float) -> SGD:
     """Plain SGD on the loss plus scikit-learn's L2 penalty, as a gradient hook."""
     return SGD(lr, momentum=momentum, hooks=[L2Penalty(alpha)])
 
 
-def penalty_of(optimizer):
+def penalty_of(optimizer: SGD) -> float:
     return next(h.alpha for h in optimizer.hooks if isinstance(h, L2Penalty))
 
 
-def is_auto(value):
+def is_auto(value: Any) -> bool:
     return isinstance(value, str) and value == "auto"
 
 
@@ -83,13 +85,13 @@ class MLPAdapter(BaseEstimator):
 
     # -- scikit-learn's layout of the parameters -------------------------------------
     @property
-    def coefs_(self):
+    def coefs_(self) -> list[np.ndarray]:
         """Weights as scikit-learn lays them out: W_k.T (d_{k-1} × d_k), NumPy copies."""
         check_is_fitted(self)
         return [w.T for w in self.net_.get_params()[0]]
 
     @property
-    def intercepts_(self):
+    def intercepts_(self) -> list[np.ndarray]:
         """Biases as scikit-learn lays them out: b_k as a vector of length d_k."""
         check_is_fitted(self)
         biases = cast("list[np.ndarray]", self.net_.get_params()[1])      # the estimator's nets have biases

@@ -1,5 +1,10 @@
 """scikit-learn's MLPClassifier, trained by gpumlp."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
@@ -82,9 +87,11 @@ class MLPClassifier(ClassifierMixin, MLPAdapter):
         The weights and biases in scikit-learn's layout (W_k.T, d_{k-1} × d_k, and b_k as a vector).
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="ce", margin=1.0, alpha=1e-4,
-                 batch_size=32, learning_rate_init="auto", momentum=0.9, max_iter=30, random_state=None,
-                 device="cpu", dtype="float64", verbose=False, micro_batch=None):
+    def __init__(self, hidden_layer_sizes: Sequence[int] = (100,), activation: str = "relu", *, loss: str = "ce",
+                 margin: float = 1.0, alpha: float = 1e-4, batch_size: int = 32,
+                 learning_rate_init: float | str = "auto", momentum: float = 0.9, max_iter: int = 30,
+                 random_state: int | np.random.RandomState | None = None,
+                 device: str = "cpu", dtype: str = "float64", verbose: bool = False, micro_batch: int | None = None):
         self.micro_batch = micro_batch
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -101,7 +108,7 @@ class MLPClassifier(ClassifierMixin, MLPAdapter):
         self.verbose = verbose
 
     # -- training --------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
         """Train a new network on X (n_samples × n_features) and labels y for ``max_iter`` epochs."""
         epochs = positive_int(self.max_iter, "max_iter")
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
@@ -119,7 +126,7 @@ class MLPClassifier(ClassifierMixin, MLPAdapter):
         self.loss_, self.n_iter_ = self.loss_curve_[-1], len(history)
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
         """One epoch over X and y, continuing the network, SGD's momentum and the shuffling
         generator of the earlier calls (so fit for k epochs, then partial_fit on the same
         data, trains exactly as fit for k + 1 epochs).
@@ -168,7 +175,7 @@ class MLPClassifier(ClassifierMixin, MLPAdapter):
         check_is_fitted(self)
         return validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
         """The class of each row of X: ``classes_[argmax_j Y_j]``."""
         X = self._check_X(X)
         return self.classes_[self.net_.predict(X.T)]
@@ -178,12 +185,12 @@ class MLPClassifier(ClassifierMixin, MLPAdapter):
         return self.loss != "mse"
 
     @available_if(_has_proba)
-    def predict_proba(self, X):
+    def predict_proba(self, X: Any) -> np.ndarray:
         """softmax of the network's output, one row per sample, columns in ``classes_`` order."""
         return softmax(np, self._outputs(self._check_X(X))).T
 
     @available_if(_has_proba)
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: Any) -> np.ndarray:
         """log of :meth:`predict_proba`, computed as Y − logsumexp(Y) so that it stays finite."""
         Y = self._outputs(self._check_X(X))
         Y = Y - Y.max(axis=0, keepdims=True)

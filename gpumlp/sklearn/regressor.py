@@ -1,5 +1,10 @@
 """scikit-learn's MLPRegressor, trained by gpumlp."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -24,9 +29,10 @@ class MLPRegressor(RegressorMixin, MLPAdapter):
 
     _loss = "squared_error"
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, alpha=1e-4, batch_size=32,
-                 learning_rate_init="auto", momentum=0.9, max_iter=30, random_state=None,
-                 device="cpu", dtype="float64", verbose=False, micro_batch=None):
+    def __init__(self, hidden_layer_sizes: Sequence[int] = (100,), activation: str = "relu", *, alpha: float = 1e-4,
+                 batch_size: int = 32, learning_rate_init: float | str = "auto", momentum: float = 0.9,
+                 max_iter: int = 30, random_state: int | np.random.RandomState | None = None,
+                 device: str = "cpu", dtype: str = "float64", verbose: bool = False, micro_batch: int | None = None):
         self.micro_batch = micro_batch
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -46,11 +52,11 @@ class MLPRegressor(RegressorMixin, MLPAdapter):
         return tags
 
     @property
-    def loss(self):
+    def loss(self) -> str:
         return self._loss
 
     @property
-    def margin(self):
+    def margin(self) -> float:
         return 1.0
 
     def _targets(self, y):
@@ -58,7 +64,7 @@ class MLPRegressor(RegressorMixin, MLPAdapter):
         y = np.asarray(y, np.float64)
         return (y.reshape(-1, 1) if y.ndim == 1 else y).T
 
-    def fit(self, X, y):
+    def fit(self, X: Any, y: Any) -> MLPRegressor:
         """Train a new network on X (n_samples × n_features) and targets y for ``max_iter`` epochs."""
         epochs = positive_int(self.max_iter, "max_iter")
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,
@@ -73,7 +79,7 @@ class MLPRegressor(RegressorMixin, MLPAdapter):
         self.loss_, self.n_iter_ = self.loss_curve_[-1], len(history)
         return self
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
         """One epoch over X and y, continuing the network, SGD's momentum and the shuffling
         generator of the earlier calls (fit for k epochs, then partial_fit on the same data,
         trains exactly as fit for k + 1 epochs)."""
@@ -95,7 +101,7 @@ class MLPRegressor(RegressorMixin, MLPAdapter):
         self.loss_, self.n_iter_ = self.loss_curve_[-1], 1
         return self
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
         """The network's output for each row of X: shape (N,) for 1-D targets, else N × k."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)

@@ -333,7 +333,7 @@ def test_the_split_does_not_depend_on_how_labels_are_spelled():
     y = rng.integers(0, 12, 300)
     as_int = data.split(data.encode_labels(y)[0], 0.25, 0)
     as_str = data.split(data.encode_labels(y.astype(str))[0], 0.25, 0)     # "10" sorts before "2"
-    assert all(np.array_equal(a, b) for a, b in zip(as_int, as_str))
+    assert all(np.array_equal(a, b) for a, b in zip(as_int, as_str, strict=True))
     train, test = as_int
     for c in range(12):                                    # still stratified
         assert abs(np.sum(y[test] == c) - 0.25 * np.sum(y == c)) <= 0.5
@@ -476,7 +476,8 @@ def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, capsys):
     X[5, test[0]] = 1e40                         # one held-out value: scaled, past float32
     np.savez(tmp_path / "odd.npz", X=X, y=y)
     capsys.readouterr()
-    assert cli.main(["train", "--device", "cpu", "--data", str(tmp_path / "odd.npz"), "--force", "--out", str(out)]) == 2
+    assert cli.main(["train", "--device", "cpu", "--data", str(tmp_path / "odd.npz"), "--force",
+                     "--out", str(out)]) == 2
     captured = capsys.readouterr()
     assert "odd.npz" in captured.err and "exceed what float32 holds" in captured.err and captured.out == ""
     assert (out / "model.npz").read_bytes() == before

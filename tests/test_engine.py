@@ -27,7 +27,7 @@ def test_a_custom_loop_on_the_trainer_equals_fit_bit_for_bit():
     history = gpumlp.fit(a, X, y, gpumlp.SGD(0.1, 0.9), epochs=3, batch_size=8, seed=4)
     trainer = Trainer(b, gpumlp.SGD(0.1, 0.9), loss="ce")
     train, rng = trainer.data(X, y), np.random.default_rng(4)
-    for epoch in range(3):
+    for _epoch in range(3):
         train.shuffle(rng.permutation(train.N))
         for s in range(0, train.N, 8):
             trainer.step(train, s, min(s + 8, train.N))

@@ -131,7 +131,8 @@ def test_backward_and_step_out_of_order(net):
     with pytest.raises(RuntimeError, match="backward"):
         gpumlp.SGD(0.1).step(net)
     net.forward(X())
-    with pytest.raises(ValueError, match=r"dY must have the shape of the last forward output Y, \(3, 6\); got \(3, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"dY must have the shape of the last forward output Y, \(3, 6\); got \(3, 5\)"):
         net.backward(np.zeros((3, 5)))
 
 
@@ -155,7 +156,8 @@ class FakeCupyArray:
 
 
 def test_a_device_array_given_to_a_cpu_model_is_an_error_not_a_copy(net):
-    with pytest.raises(ValueError, match=r"X is a cupy\.FakeCupyArray, an array of another library or device.*gpumlp\.to_numpy"):
+    with pytest.raises(ValueError,
+                       match=r"X is a cupy\.FakeCupyArray, an array of another library or device.*gpumlp\.to_numpy"):
         net.forward(FakeCupyArray())
     net.forward(X())
     with pytest.raises(ValueError, match=r"dY is a cupy"):

@@ -1,7 +1,6 @@
 """What a user does after training: load a classifier with its scaling and class names,
 predict new data, draw the curves; and the options that guard a run (gradient clipping,
 running out of device memory)."""
-import os
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpumlp
-from gpumlp import cli, data
+from gpumlp import cli
 from gpumlp.classifier import Classifier
 
 

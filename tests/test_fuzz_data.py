@@ -101,7 +101,8 @@ CONTENTS = {
     "a single class": (_npz_bytes(X=X, y=np.zeros(N, int)), r"1 class", OK),
     "a single string class": (_npz_bytes(X=X, y=np.full(N, "cat")), r"1 class", OK),
     "every label distinct": (_npz_bytes(X=X, y=np.arange(N)), r"class|split|empty", OK),
-    "values near float64 max (1e300)": (_npz_bytes(X=X * 1e300, y=y), r"too large", r"too far outside the training data.s range"),
+    "values near float64 max (1e300)": (_npz_bytes(X=X * 1e300, y=y), r"too large",
+                                        r"too far outside the training data.s range"),
     # the scaler works in float64, so a float32 model can train on it; prediction with a
     # model fitted on ordinary data scales it to ~1e39, which float32 cannot hold
     "values past float32 max (1e39), --dtype float32": (_npz_bytes(X=X * 1e39, y=y), MAYBE_OK,

@@ -79,7 +79,7 @@ def test_cupy_float32_step_matches_numpy_float64(cupy, activation, loss, mode, m
     assert isinstance(gpu_net.params, cupy.ndarray)
     assert gpu["loss"] == pytest.approx(cpu["loss"], rel=1e-4)
     for name in ("S", "Z", "Delta", "dW", "db", "W_new", "b_new"):
-        for k, (g, c) in enumerate(zip(gpu[name], cpu[name])):
+        for k, (g, c) in enumerate(zip(gpu[name], cpu[name], strict=True)):
             assert g.dtype == np.float32 and c.dtype == np.float64
             assert rel_err(g, c) < 1e-4, (name, k, rel_err(g, c))
 
@@ -126,7 +126,7 @@ def test_every_compiled_kernel_matches_its_twin_on_the_gpu(cupy, dtype):
         return cupy.asarray(np.asarray(a, dtype))
 
     def same(fused, twins, what):
-        for a, c in zip(fused, twins):
+        for a, c in zip(fused, twins, strict=True):
             np.testing.assert_array_equal(np.isnan(a), np.isnan(c), err_msg=what)
             assert rel_err(np.nan_to_num(a), np.nan_to_num(c)) <= tol, what
     for f in ACTIVATIONS.values():

@@ -148,7 +148,8 @@ def test_a_failing_step_fails_the_script_and_the_later_steps_still_run(tools, tm
     """PYTHON is a wrapper that fails the digits run (and only it)."""
     wrapper = tmp_path / "python"
     wrapper.write_text("#!/bin/sh\n"
-                       'case " $* " in *" -m gpumlp train "*) echo "rehearsal: train fails on purpose" >&2; exit 3;; esac\n'
+                       'case " $* " in *" -m gpumlp train "*) '
+                       'echo "rehearsal: train fails on purpose" >&2; exit 3;; esac\n'
                        f'exec "{sys.executable}" "$@"\n')
     wrapper.chmod(0o755)
     out = tmp_path / "out"

@@ -26,7 +26,8 @@ def test_sum_of_dW_over_column_chunks_equals_dW_of_the_whole_batch(backend):
 def test_float32_tracks_float64(activation):
     sizes = [6, 16, 12, 4]
     X, labels = random_problem(sizes, 32, 0, "ce")
-    nets = {dt: gpumlp.MLP(sizes, activation=activation, dtype=dt, device="cpu", seed=7) for dt in ("float32", "float64")}
+    nets = {dt: gpumlp.MLP(sizes, activation=activation, dtype=dt, device="cpu", seed=7)
+            for dt in ("float32", "float64")}
     for net in nets.values():
         net.backward(gpumlp.losses.cross_entropy(net.forward(X), labels)[1])
         gpumlp.SGD(0.1, momentum=0.9).step(net)

@@ -248,7 +248,7 @@ def test_fit_measures_what_the_public_path_measures():
     W0, b0 = net.get_params()
     history = fit(net, X, labels, gpumlp.SGD(1e-300), epochs=epochs, batch_size=B, seed=3,
                   progress=False, log=lambda line: None, noise_scale=True)
-    assert all(np.array_equal(a, b) for a, b in zip(net.get_params()[0], W0))
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_params()[0], W0, strict=True))
 
     ref, rng = NoiseScale(population=D), np.random.default_rng(3)
     for epoch in range(epochs):
@@ -269,7 +269,7 @@ def test_noise_scale_averages_are_ratios_of_averages():
     ns = NoiseScale(population=None, decay=0.5)
     # two batches of B = 2: (tr, G2) = (V, g2 − V/2) with V = 2 (m − g2), m = 2 Σs
     ns.update([1.0, 2.0], [1.8, 3.0], 2)
-    t, g2 = np.array([0.4, 2.0]), np.array([1.6, 2.0])
+    t, _g2 = np.array([0.4, 2.0]), np.array([1.6, 2.0])
     assert ns.b_simple_mean == pytest.approx(2.4 / 3.6)              # not the mean of ratios, 0.625
     ema_t = (0.5 * 0.5 * t[0] + 0.5 * t[1]) / 0.75
     assert ns.trace == pytest.approx(ema_t)

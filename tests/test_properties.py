@@ -155,7 +155,7 @@ def numeric_gradient(net, X, t, fn, p):
             params[i] = x0 + step
             Y = net.forward(X)
             f.append(float(fn(Y, t)[0]))
-            if base and not all(np.array_equal(a, b) for a, b in zip(kink_pattern(net, Y, t, p), base)):
+            if base and not all(np.array_equal(a, b) for a, b in zip(kink_pattern(net, Y, t, p), base, strict=True)):
                 params[i] = x0
                 event("rejected: a stencil crosses a kink")
                 assume(False)
@@ -333,11 +333,11 @@ def test_backward_is_linear_in_dY(p, dtype, backend, power):
         results.append(grads_of(net))
     (g1, D1), (g2, D2), (g12, D12), (gs, Ds) = results
     tol = 1e-12 if dtype == "float64" else 1e-5
-    for a, b, c in [(g12, g1, g2)] + list(zip(D12, D1, D2)):
+    for a, b, c in [(g12, g1, g2)] + list(zip(D12, D1, D2, strict=True)):
         scale = max(float(np.max(np.abs(b))), float(np.max(np.abs(c))))
         assert np.max(np.abs(a - (b + c)), initial=0.0) <= tol * scale
     np.testing.assert_array_equal(gs, g1 * 2.0**power)
-    for a, b in zip(Ds, D1):
+    for a, b in zip(Ds, D1, strict=True):
         np.testing.assert_array_equal(a, b * 2.0**power)
 
 
@@ -367,7 +367,7 @@ def test_column_chunks_with_the_batch_normalizer_add_up_to_the_batch(case, backe
     whole = host(net.grads).copy()
     total_value, total = 0.0, np.zeros_like(whole)
     chunk_fn = loss_fn(p, normalizer=n)
-    for i, j in zip(bounds, bounds[1:]):
+    for i, j in zip(bounds, bounds[1:], strict=False):
         v, d = chunk_fn(net.forward(X[:, i:j]), t[..., i:j])
         net.backward(d)
         total_value += float(v)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import gpumlp
-from gpumlp.losses import LOSSES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +36,7 @@ def test_micro_batches_give_the_same_training(micro, loss):
         gpumlp.fit(net, X, y, gpumlp.SGD(0.1, 0.9, 1e-3), **fit_kw)
         nets.append(net)
     (Wa, ba), (Wb, bb) = nets[0].get_params(), nets[1].get_params()
-    for a, b in zip(Wa + ba, Wb + bb):
+    for a, b in zip(Wa + ba, Wb + bb, strict=True):
         assert rel(a, b) <= 1e-12
 
 
@@ -142,7 +141,8 @@ def test_a_killed_data_parallel_run_resumes_on_every_rank(tmp_path):
                          capture_output=True, text=True, env=job_env(1), cwd=ROOT, timeout=300)
     assert one.returncode == 0, one.stderr
     cut = tmp_path / "cut"
-    p = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "gpumlp", *args, "--out", str(cut)],
+    p = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "gpumlp", *args,
+                          "--out", str(cut)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=job_env(2), cwd=ROOT,
                          start_new_session=True)
     t0 = time.monotonic()

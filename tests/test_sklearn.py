@@ -15,21 +15,21 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed (pip install -e '.[sklearn]')")
 
-from sklearn.base import clone                                      # noqa: E402
-from sklearn.datasets import load_digits, load_iris                 # noqa: E402
-from sklearn.exceptions import ConvergenceWarning, NotFittedError   # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_digits, load_iris  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
-from sklearn.neural_network import MLPClassifier as SklearnMLP      # noqa: E402
-from sklearn.pipeline import Pipeline                               # noqa: E402
-from sklearn.preprocessing import StandardScaler                    # noqa: E402
+from sklearn.neural_network import MLPClassifier as SklearnMLP  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks  # noqa: E402
 
-import gpumlp                                                       # noqa: E402
-from gpumlp.losses import cross_entropy, softmax                    # noqa: E402
+import gpumlp  # noqa: E402
+from gpumlp.losses import cross_entropy, softmax  # noqa: E402
 from gpumlp.optim import L2Penalty  # noqa: E402
 from gpumlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from gpumlp.train import TrainState                                 # noqa: E402
-from gpumlp.train import fit as gpumlp_fit                          # noqa: E402
+from gpumlp.train import TrainState  # noqa: E402
+from gpumlp.train import fit as gpumlp_fit  # noqa: E402
 
 SMALL = dict(hidden_layer_sizes=(16,), max_iter=10, random_state=0)
 REGRESSOR = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0)   # check_regressors_train wants R² > 0.5
@@ -134,9 +134,9 @@ def test_alpha_step_equals_hand_computed_step():
         net.backward(cross_entropy(net.forward(X), y)[1])
         dW, db = [np.array(g) for g in net.dW], [np.array(g) for g in net.db]
         opt.step(net)
-        gW = [g + alpha * w / n for g, w in zip(dW, W0)]
-        vW = gW if vW is None else [mu * v + g for v, g in zip(vW, gW)]
-        vb = db if vb is None else [mu * v + g for v, g in zip(vb, db)]
+        gW = [g + alpha * w / n for g, w in zip(dW, W0, strict=True)]
+        vW = gW if vW is None else [mu * v + g for v, g in zip(vW, gW, strict=True)]
+        vb = db if vb is None else [mu * v + g for v, g in zip(vb, db, strict=True)]
         W1, b1 = net.get_params()
         for k in range(2):
             np.testing.assert_allclose(W1[k], W0[k] - lr * vW[k], rtol=1e-13, atol=1e-15)
@@ -167,9 +167,9 @@ def test_alpha_step_equals_sklearns_own_mlp(iris):
     net = est.net_
     net.backward(cross_entropy(net.forward(X.T), y)[1])
     est._optimizer.step(net)
-    for ours, theirs in zip(est.coefs_ + est.intercepts_, ref.coefs_ + ref.intercepts_):
+    for ours, theirs in zip(est.coefs_ + est.intercepts_, ref.coefs_ + ref.intercepts_, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
-    moved = [np.abs(c - w.T).max() for c, w in zip(est.coefs_, W)]
+    moved = [np.abs(c - w.T).max() for c, w in zip(est.coefs_, W, strict=True)]
     assert min(moved) > 1e-2
 
 

@@ -74,7 +74,7 @@ def test_sgd_matches_torch_optim_over_several_steps(momentum, weight_decay):
     X, t = random_problem(sizes, 6, 3, "ce")
     W = [torch.tensor(host(w), requires_grad=True) for w in net.W]
     b = [torch.tensor(host(v), requires_grad=True) for v in net.b]
-    opt = torch.optim.SGD([p for pair in zip(W, b) for p in pair], lr=0.1, momentum=momentum,
+    opt = torch.optim.SGD([p for pair in zip(W, b, strict=True) for p in pair], lr=0.1, momentum=momentum,
                           weight_decay=weight_decay)
     sgd = gpumlp.SGD(0.1, momentum=momentum, weight_decay=weight_decay)
     for _ in range(4):

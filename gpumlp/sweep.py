@@ -14,9 +14,12 @@ B_crit ≈ B_simple, the gradient noise scale of :mod:`gpumlp.noise`.
 ``scripts/sweep_batch_sizes.py --mode train`` runs :func:`train_to_target` for every
 batch size, learning rate and seed, and fits :func:`fit_critical_batch`.
 """
+from __future__ import annotations
+
 import math
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,13 +29,16 @@ from .losses import check_margin, get_loss
 from .noise import NoiseScale, StepRecords
 from .optim import SGD
 
+if TYPE_CHECKING:
+    from .model import MLP
+
 __all__ = ["LR_SCALINGS", "scaled_lr", "warmup_factor", "train_to_target", "fit_critical_batch", "load_split",
            "run_job"]
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 
-def scaled_lr(base_lr, batch_size, base_batch_size, scaling):
+def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, scaling: str) -> float:
     """The learning rate a batch size gets from ``base_lr`` at ``base_batch_size``:
     the same (``none``), in proportion to B (``linear``, Goyal et al. 2017), or to √B
     (``sqrt``, Krizhevsky 2014)."""
@@ -45,7 +51,7 @@ def scaled_lr(base_lr, batch_size, base_batch_size, scaling):
     return base_lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling]
 
 
-def warmup_factor(samples_after_step, warmup_samples):
+def warmup_factor(samples_after_step: float, warmup_samples: float) -> float:
     """The gradual warm-up's factor for a step after which ``samples_after_step`` examples
     have been seen: it grows linearly to 1 over the first ``warmup_samples`` (1 without
     warm-up)."""
@@ -54,9 +60,10 @@ def warmup_factor(samples_after_step, warmup_samples):
     return min(1.0, samples_after_step / warmup_samples)
 
 
-def train_to_target(net, X, y, X_test, y_test, optimizer, batch_size, target=0.96, max_epochs=100,
-                    eval_every=256, seed=0, loss="ce", margin=1.0, warmup_samples=0, noise_scale=False,
-                    micro_batch=None):
+def train_to_target(net: MLP, X: Any, y: Any, X_test: Any, y_test: Any, optimizer: SGD, batch_size: int,
+                    target: float = 0.96, max_epochs: int = 100, eval_every: int = 256, seed: int = 0,
+                    loss: str = "ce", margin: float = 1.0, warmup_samples: float = 0, noise_scale: bool = False,
+                    micro_batch: int | None = None) -> dict[str, Any]:
     """Train with mini-batch SGD until the test accuracy reaches ``target`` or
     ``max_epochs`` pass; the test set is scored after the first step at or past every
     ``eval_every`` training examples (so steps-to-target is resolved to about
@@ -199,7 +206,8 @@ class _ToTarget(Hook):
         return False
 
 
-def fit_critical_batch(batch_sizes, steps):
+def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray,
+                       steps: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Fit S(B) = S_min + E_min / B to steps-to-target, by least squares on the relative
     residuals (the steps span decades).  Returns a dict with s_min, e_min, b_crit =
     E_min / S_min, rms_relative_residual and ``extrapolated`` (B_crit outside the batch
@@ -238,7 +246,7 @@ def fit_critical_batch(batch_sizes, steps):
 _loaded: dict[tuple, tuple] = {}
 
 
-def load_split(data=None, test_fraction=0.2):
+def load_split(data: str | None = None, test_fraction: float = 0.2) -> tuple[Any, ...]:
     """``(X_train, y_train, X_test, y_test, K, source)`` as ``gpumlp train`` prepares them
     (:func:`gpumlp.data.prepare`: the embedded digits for ``data=None`` or a .npz, the
     held-out split with its fixed seed, the scaling fitted on the training columns), scaled.
@@ -251,7 +259,7 @@ def load_split(data=None, test_fraction=0.2):
     return _loaded[key]
 
 
-def run_job(spec):
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """One run of a training sweep, from a JSON-able ``spec`` (data, test_fraction, sizes,
     dtype, device, threads, batch_size, lr, seed, momentum, weight_decay, target,
     max_epochs, eval_every, loss, warmup_samples, micro_batch): the same in this process or

@@ -5,6 +5,7 @@ import sys
 import time
 
 from .. import threads
+from ..engine import Hook
 from ..noise import NoiseScale
 from ..train import OutOfDeviceMemory, TrainingDiverged, fit
 
@@ -16,6 +17,20 @@ class Interrupted(Exception):
 def state_of(optimizer, net):
     """The optimizer's state, by the name the optimizer has for it."""
     return (getattr(optimizer, "state_dict", None) or optimizer.get_state)(net)
+
+
+class Checkpoints(Hook):
+    """The run folder's hook: after each epoch, its record, and the snapshot a checkpoint is
+    written from, go to the recorder (``state`` is the TrainState fit advances; ``t0`` when
+    this session's training began)."""
+
+    def __init__(self, recorder, optimizer, state, t0):
+        self.recorder, self.optimizer, self.state, self.t0 = recorder, optimizer, state, t0
+
+    def after_epoch(self, trainer, record):
+        self.recorder.on_epoch(trainer.net, state_of(self.optimizer, trainer.net), record, self.state,
+                               time.perf_counter() - self.t0)
+        return None
 
 
 def train(job, opts, net, optimizer, state, prepared, recorder, no_progress, out=None, history=()):
@@ -35,16 +50,14 @@ def train(job, opts, net, optimizer, state, prepared, recorder, no_progress, out
     recorder.start(history)
     log = (job.say if no_progress or not sys.stdout.isatty() else None) if job.is_root else None
     t0 = time.perf_counter()
-
-    def on_epoch(record, st):
-        recorder.on_epoch(net, state_of(optimizer, net), record, st, time.perf_counter() - t0)
     scaler = prepared.scaler
     try:
         with threads.limit(n_threads):
             fit(net, scaler(Xtr), ytr, optimizer, loss=opts["loss"], margin=opts["margin"], epochs=opts["epochs"],
                 batch_size=opts["batch_size"], X_test=scaler(Xte), y_test=yte,
                 progress=not no_progress and job.is_root, log=log, noise_scale=recorder.noise or False, state=state,
-                on_epoch=on_epoch, micro_batch=opts["micro_batch"], parallel=job.parallel)
+                hooks=[Checkpoints(recorder, optimizer, state, t0)], micro_batch=opts["micro_batch"],
+                parallel=job.parallel)
         seconds = time.perf_counter() - t0
         recorder.save_checkpoint(net)
         metrics = recorder.finish(net, seconds)

@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._checks import positive_int, to_labels
 from .losses import check_margin, get_loss, targets
 from .noise import NoiseScale, StepRecords
+
+if TYPE_CHECKING:
+    from .backend import Array
+    from .model import MLP
+    from .parallel import DataParallel
 
 __all__ = ["Trainer", "DeviceData", "Hook", "Step", "TrainingDiverged", "OutOfDeviceMemory", "is_out_of_memory"]
 
@@ -55,7 +60,7 @@ class DeviceData:
     (allocated once); the steps read that copy, the scoring reads the stored order.
     ``loss`` and ``hit`` are each column's loss and argmax == label of the last pass."""
 
-    def __init__(self, net, X, y, kind: str = "labels"):
+    def __init__(self, net: MLP, X: Any, y: Any, kind: str = "labels") -> None:
         X = net._input(X, copy=False)
         backend, self.N = net.backend, int(X.shape[1])
         if kind == "labels":
@@ -71,7 +76,7 @@ class DeviceData:
         self.XTe, self.ye = self.XT, self.y          # the steps' order: the stored one until shuffled
         self.records: StepRecords | None = None      # the noise scale's per-step records, made once
 
-    def shuffle(self, order) -> None:
+    def shuffle(self, order: Array) -> None:
         """Put the rows in ``order`` (a permutation of 0..N−1, host or device integers) for
         the next steps: one gather into the epoch's copy."""
         shape = tuple(getattr(order, "shape", ()))
@@ -94,7 +99,7 @@ class Step:
 
     __slots__ = ("epoch", "index", "start", "stop", "number", "steps")
 
-    def __init__(self, epoch, index, start, stop, number, steps):
+    def __init__(self, epoch: int, index: int, start: int, stop: int, number: int, steps: int) -> None:
         self.epoch, self.index, self.start, self.stop, self.number, self.steps = (
             epoch, index, start, stop, number, steps)
 
@@ -136,8 +141,8 @@ class Trainer:
     splits each batch's columns over the ranks of an MPI job.
     """
 
-    def __init__(self, net, optimizer, loss: str = "ce", margin: float = 1.0, micro_batch: int | None = None,
-                 parallel=None):
+    def __init__(self, net: MLP, optimizer: Any, loss: str = "ce", margin: float = 1.0,
+                 micro_batch: int | None = None, parallel: DataParallel | None = None) -> None:
         entry = get_loss(loss)
         self.net, self.loss, self.kind = net, loss, entry.kind
         self.margin = check_margin(margin)
@@ -152,7 +157,7 @@ class Trainer:
         self._kernel = net.backend.kernel(entry.kernel)
         self._acc: Any = None                    # the micro-batches' gradient sum
 
-    def data(self, X, y) -> DeviceData:
+    def data(self, X: Any, y: Any) -> DeviceData:
         """X (d0 × N) and its labels (or targets, for a loss on real targets), checked and
         moved to the device once."""
         return DeviceData(self.net, X, y, self.kind)
@@ -229,7 +234,7 @@ class Trainer:
             return loss, None
         return loss, float(np.count_nonzero(net.backend.to_numpy(data.hit))) / N
 
-    def epoch(self, data: DeviceData, batch_size: int, order=None, *, number: int = 1, first_step: int = 0,
+    def epoch(self, data: DeviceData, batch_size: int, order: Any = None, *, number: int = 1, first_step: int = 0,
               hooks: Iterable[Hook] = (), noise: NoiseScale | None = None, check: bool = True) -> dict[str, Any]:
         """One pass over ``data`` in batches of ``batch_size`` (the last may be shorter), in
         ``order`` (a permutation, gathered first) or in the current order.  The host reads

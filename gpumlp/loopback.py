@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class LoopbackComm:
     def Get_size(self) -> int:  # noqa: N802
         return self._world.size
 
-    def Split_type(self, kind) -> LoopbackComm:  # noqa: N802
+    def Split_type(self, kind: Any) -> LoopbackComm:  # noqa: N802
         return self                                  # one machine: every rank is local
 
     def Free(self) -> None:  # noqa: N802
@@ -63,7 +63,7 @@ class LoopbackComm:
         world.barrier.wait()
         return values
 
-    def Allreduce(self, sendbuf, recvbuf, op=_Constants.SUM) -> None:  # noqa: N802
+    def Allreduce(self, sendbuf: Any, recvbuf: np.ndarray, op: Any = _Constants.SUM) -> None:  # noqa: N802
         if op != _Constants.SUM:
             raise ValueError(f"the loopback communicator sums only; got op {op!r}")
         mine = np.array(recvbuf if sendbuf is _Constants.IN_PLACE else sendbuf, copy=True)
@@ -73,17 +73,17 @@ class LoopbackComm:
             total += v
         recvbuf[...] = total
 
-    def Bcast(self, buf, root: int = 0) -> None:  # noqa: N802
+    def Bcast(self, buf: np.ndarray, root: int = 0) -> None:  # noqa: N802
         values = self._exchange(np.array(buf, copy=True) if self._rank == root else None)
         buf[...] = values[root]
 
-    def allgather(self, value) -> list:
+    def allgather(self, value: Any) -> list:
         return self._exchange(value)
 
-    def bcast(self, value, root: int = 0):
+    def bcast(self, value: Any, root: int = 0) -> Any:
         return self._exchange(value)[root]
 
-    def Abort(self, code: int = 1):  # noqa: N802
+    def Abort(self, code: int = 1) -> NoReturn:  # noqa: N802
         raise SystemExit(code)
 
 

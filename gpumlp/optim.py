@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._checks import number
 from .kernels import SGD_KERNEL
+
+if TYPE_CHECKING:
+    from .backend import Array
+    from .model import MLP
 
 __all__ = ["Optimizer", "GradientHook", "SGD", "L2Penalty"]
 
@@ -53,7 +57,7 @@ class L2Penalty:
         self.alpha = number(alpha, "alpha", lambda v: v >= 0, "a finite number >= 0")
         self._scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def __call__(self, net, grads, normalizer):
+    def __call__(self, net: MLP, grads: Array, normalizer: float) -> None:
         if not self.alpha:
             return
         tmp = self._scratch.get(net)
@@ -107,7 +111,7 @@ class SGD:
                 raise ValueError(f"a gradient hook must be a function hook(net, grads, normalizer); got {h!r}")
         self._buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def step(self, net) -> None:
+    def step(self, net: MLP) -> None:
         """Update ``net``'s parameters in place from the gradients of its last backward(),
         the loss having been divided by the last forward pass's N."""
         if not net._fresh:
@@ -115,7 +119,7 @@ class SGD:
                                "net.backward(dY) after net.forward(X) first")
         self.update(net, net.Z[0].shape[1])
 
-    def update(self, net, normalizer: float) -> None:
+    def update(self, net: MLP, normalizer: float) -> None:
         """The update itself (unchecked): the hooks, the clip, one fused kernel over the flat buffers."""
         buf = self._buffers.get(net)
         if buf is None or (self.momentum and buf.velocity is None):    # first step, or momentum turned on
@@ -145,14 +149,14 @@ class SGD:
         scratch = None if backend.fused else backend.empty((length,), net.params.dtype)
         return _Buffers(backend.kernel(SGD_KERNEL), velocity, scratch, backend.empty((1, 1), net.params.dtype))
 
-    def state_dict(self, net) -> dict[str, Any]:
+    def state_dict(self, net: MLP) -> dict[str, Any]:
         """The optimizer's state for ``net`` as host arrays, to save beside the parameters:
         ``{"velocity": array or None}`` (None before the first step or without momentum)."""
         buf = self._buffers.get(net)
         velocity = None if buf is None or buf.velocity is None else net.backend.to_numpy(buf.velocity)
         return {"velocity": velocity}
 
-    def load_state_dict(self, net, state: dict[str, Any]) -> None:
+    def load_state_dict(self, net: MLP, state: dict[str, Any]) -> None:
         """Take back a state from :meth:`state_dict` (of this net's shape, from any device), so
         that the next step continues as the saved run would have."""
         velocity = state.get("velocity") if isinstance(state, dict) else None

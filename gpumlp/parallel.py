@@ -18,11 +18,17 @@ between GPUs is not used yet).
 (``python -m mpi4py`` makes a failing rank abort the whole job instead of leaving the
 others waiting in a collective.)
 """
+from __future__ import annotations
+
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .backend import Array, Backend
 
 __all__ = ["DataParallel", "from_environment", "LAUNCHER_VARIABLES"]
 
@@ -36,7 +42,7 @@ class DataParallel:
     :meth:`shard` of a batch, :meth:`allreduce` of gradients, :meth:`broadcast` of
     parameters and :meth:`sum` of host values."""
 
-    def __init__(self, comm):
+    def __init__(self, comm: Any) -> None:
         self.MPI: Any = getattr(comm, "MPI", None)  # gpumlp.loopback's communicator brings its own constants
         if self.MPI is None:
             from mpi4py import MPI
@@ -49,10 +55,10 @@ class DataParallel:
         node.Free()
 
     @property
-    def is_root(self):
+    def is_root(self) -> bool:
         return self.rank == 0
 
-    def shard(self, start, stop):
+    def shard(self, start: int, stop: int) -> tuple[int, int]:
         """This rank's columns [lo, hi) of the batch [start, stop): contiguous shares whose
         sizes differ by at most one, the larger ones on the lower ranks."""
         q, r = divmod(stop - start, self.size)
@@ -73,32 +79,32 @@ class DataParallel:
         if host is not a:
             a.set(host)
 
-    def allreduce(self, backend, a):
+    def allreduce(self, backend: Backend, a: Array) -> None:
         """a ← Σ_ranks a, in place (one Allreduce of the whole buffer)."""
         host = self._host(a)
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
         self._back(a, host)
 
-    def broadcast(self, backend, a):
+    def broadcast(self, backend: Backend, a: Array) -> None:
         """a ← rank 0's a, in place."""
         host = self._host(a)
         self.comm.Bcast(host, root=0)
         self._back(a, host)
 
-    def sum(self, values):
+    def sum(self, values: Any) -> np.ndarray:
         """Σ_ranks of a host array (a new float64 or int64 array)."""
         values = np.ascontiguousarray(values, dtype=np.int64 if np.asarray(values).dtype.kind in "iub" else np.float64)
         out = np.empty_like(values)
         self.comm.Allreduce(values, out, op=self.MPI.SUM)
         return out
 
-    def agree(self, value):
+    def agree(self, value: Any) -> bool:
         """True when every rank passed the same (picklable) value: a check that all ranks
         train the same data with the same settings."""
         values = self.comm.allgather(value)
         return all(v == values[0] for v in values)
 
-    def use_local_gpu(self):
+    def use_local_gpu(self) -> int | None:
         """Make CuPy's current device the GPU of this rank's number on its machine (modulo the
         GPUs there), so that P ranks on a P-GPU machine take one each.  Does nothing without
         CuPy or a GPU (and calls no collective: safe when only some ranks have one); returns
@@ -118,13 +124,13 @@ class DataParallel:
         return f"DataParallel(rank={self.rank}, size={self.size})"
 
 
-def launched_by_mpi(environ=None):
+def launched_by_mpi(environ: Mapping[str, str] | None = None) -> bool:
     """True when an MPI launcher started this process (its variables are set)."""
     environ = os.environ if environ is None else environ
     return any(v in environ for v in LAUNCHER_VARIABLES)
 
 
-def from_environment(warn=sys.stderr):
+def from_environment(warn: TextIO | None = sys.stderr) -> DataParallel | None:
     """A :class:`DataParallel` over ``MPI.COMM_WORLD`` when this process was started by an MPI
     launcher into a job of more than one rank, else None.  mpi4py is imported only under a
     launcher; a launcher whose job mpi4py sees as 1 rank (a launcher of another MPI

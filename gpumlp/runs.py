@@ -15,6 +15,7 @@ from typing import Any
 from . import io
 from .classifier import Classifier
 from .data import SPLIT_VERSION, Standardizer
+from .model import MLP
 from .noise import NoiseScale
 from .train import TrainState
 
@@ -220,7 +221,7 @@ class Recorder:
             lines = "".join(json.dumps(h) + "\n" for h in history)
             io.atomic_write(self.run.file("metrics.jsonl"), lambda f: f.write(lines), mode="w")
 
-    def on_epoch(self, net, optimizer_state: dict, record: dict, state: TrainState, seconds: float) -> None:
+    def on_epoch(self, net: MLP, optimizer_state: dict, record: dict, state: TrainState, seconds: float) -> None:
         """After an epoch: its record, and the snapshot a checkpoint is written from (``seconds``:
         this session's training time so far)."""
         self.history.append(record)
@@ -236,7 +237,7 @@ class Recorder:
         if self.every and state.epoch % self.every == 0:
             self.save_checkpoint(net)
 
-    def save_checkpoint(self, net) -> None:
+    def save_checkpoint(self, net: MLP) -> None:
         """The last epoch boundary's snapshot as checkpoint.npz (nothing to do if saved)."""
         if self.run is None or self.snapshot is None or self.saved_epoch == self.snapshot[0]:
             return
@@ -246,7 +247,7 @@ class Recorder:
         io.save_checkpoint(self.run.file("checkpoint.npz"), net, opt_state, state, meta, params=params, **self.extra)
         self.saved_epoch = epoch
 
-    def finish(self, net, seconds: float) -> dict:
+    def finish(self, net: MLP, seconds: float) -> dict:
         """A finished run's model.npz and metrics.json; returns the metrics (``seconds``: this
         session's training time)."""
         final = self.history[-1]

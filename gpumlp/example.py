@@ -1,5 +1,7 @@
 """Exercise 2 of the homework, computed by the library: one forward pass, the error
 signals, the gradients and one SGD step on the 2-3-1 ReLU network."""
+from typing import Any
+
 import numpy as np
 
 from . import losses
@@ -17,7 +19,7 @@ y = np.array([[1.0, 1.0, -1.0, -1.0]])
 LR = 0.5
 
 
-def exercise2(device="cpu", dtype="float64"):
+def exercise2(device: str = "cpu", dtype: str = "float64") -> dict[str, Any]:
     """Every quantity the homework prints, in its order, as NumPy arrays or floats."""
     net = MLP([2, 3, 1], activation="relu", output="linear", bias=False, dtype=dtype, device=device)
     net.set_params([W1, W2])
@@ -34,7 +36,7 @@ def exercise2(device="cpu", dtype="float64"):
     return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
 
 
-def walkthrough(values):
+def walkthrough(values: dict[str, Any]) -> str:
     """The values of :func:`exercise2` as text, 4 decimals, in the homework's order."""
     lines = ["Exercise 2: 2-3-1 ReLU network, no bias, L = ½‖Y − y‖²_F / N, SGD lr = 0.5", ""]
     for name, v in values.items():

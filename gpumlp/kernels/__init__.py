@@ -28,12 +28,20 @@ CuPy, each (kernel, dtype) checked against its twin at its first launch in the p
 per call.  CPU CI builds ``fused.cu`` as host C++ and runs every instance through the
 launchers against the twins (``tests/test_cuda_host.py``), and compiles it with nvcc.
 """
+from __future__ import annotations
+
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from . import launch
 from .source import CUDA_SOURCE, TYPES, instantiations
+
+if TYPE_CHECKING:                         # the backend and the activations import this package
+    from ..activations import Activation
+    from ..backend import Backend
 
 __all__ = ["Kernel", "bias_act", "act_grad", "LOSS_KERNELS", "TARGET_LOSS_KERNELS", "SGD_KERNEL", "SAMPLE_SQ_KERNEL",
            "LossScratch", "CUDA_SOURCE", "fused_mode", "instantiations"]
@@ -42,7 +50,7 @@ _MODES = {"auto": "auto", "": "auto", "1": "on", "true": "on", "yes": "on", "on"
           "0": "off", "false": "off", "no": "off", "off": "off"}
 
 
-def fused_mode(value=None):
+def fused_mode(value: bool | str | None = None) -> str:
     """``"auto"``, ``"on"`` or ``"off"``: ``value``, or ``$GPUMLP_FUSED`` when it is None
     (unset means ``auto``).  ``auto`` runs the compiled kernels behind a first-launch check
     against their twins, ``on`` (``1``, ``true``, ``yes``) runs them unchecked, ``off``
@@ -72,25 +80,28 @@ class Kernel:
     ``variant(args)`` gives the values of the template's other parameters (``{M}``, ``{D}``,
     ``{B}``, ``{F}``) that a call selects, in the template's order."""
 
-    def __init__(self, name, twin, cuda=None, launch=None, host=None, outputs=(), scratch=None, variant=None):
+    def __init__(self, name: str, twin: Callable[..., Any], cuda: str | None = None,
+                 launch: Callable[..., Any] | None = None, host: Callable[..., Any] | None = None,
+                 outputs: Sequence[int] = (), scratch: Callable[[Any, tuple], tuple] | None = None,
+                 variant: Callable[[tuple], tuple] | None = None) -> None:
         self.name, self.twin, self.cuda, self.launch, self.host = name, twin, cuda, launch, host
         self.outputs, self.scratch = outputs, scratch or (lambda backend, args: args)
         self.variant = variant or (lambda args: ())
 
-    def template(self, values):
+    def template(self, values: Sequence[int]) -> str:
         """``cuda`` with its parameters other than ``{T}`` set, in order, to ``values`` (a
         :meth:`variant`): the template the launcher compiles for ``T``."""
-        name = self.cuda
+        name = cast(str, self.cuda)       # only a kernel with a CUDA template is compiled
         for value in values:
             at = name.index("{", name.index("{T}") + 3)
             name = name[:at] + str(int(value)) + name[name.index("}", at) + 1:]
         return name
 
-    def instance(self, args, dtype):
+    def instance(self, args: tuple, dtype: Any) -> str:
         """The name expression of the instance a call with ``args`` at ``dtype`` launches."""
         return self.template(self.variant(args)).replace("{T}", TYPES[np.dtype(dtype).name])
 
-    def lend(self, backend, twin):
+    def lend(self, backend: Backend, twin: Callable[..., Any]) -> Callable[..., None]:
         """``twin`` (which takes the kernel's arguments and needs its scratch) for callers that
         pass no scratch, as the fused path's do: the scratch is made on ``backend`` once per
         shape of the call's arguments, and lent after."""
@@ -114,7 +125,7 @@ def _nothing(*args):
 
 
 # -- a layer: forward S += b, Z = f(S); backward D ⊙= f'(S) ---------------------------------
-def bias_act(f, bias):
+def bias_act(f: Activation, bias: bool) -> Kernel:
     """The forward kernel of a layer with activation ``f``: ``k(S, b, Z)``; Z is S for the identity."""
     def twin(xp, S, b, Z):
         if bias:
@@ -127,7 +138,7 @@ def bias_act(f, bias):
     return Kernel(name, twin, f"bias_act<{{T}}, {f.code}, {int(bias)}>", launch.bias_act, outputs=(0, 2))
 
 
-def act_grad(f):
+def act_grad(f: Activation) -> Kernel:
     """``k(S, Z, D, mask, tmp)``: D ⊙= f'(S), with the twin's scratch ``mask`` or ``tmp``."""
     if f.identity:
         return Kernel("linear'", _nothing)
@@ -236,7 +247,7 @@ def _squared_error_twin(xp, Y, TT, D, loss, hit, inv_norm, margin, s):
 class LossScratch:
     """The loss twins' scratch for K classes and n columns (the compiled kernels need none)."""
 
-    def __init__(self, backend, K, n, dtype):
+    def __init__(self, backend: Backend, K: int, n: int, dtype: Any) -> None:
         xp, new = backend.xp, backend.empty
         self.rows = xp.reshape(backend.arange(K), (K, 1))          # the row index of each class
         self.onehot, self.a, self.b = (new((K, n), dtype) for _ in range(3))

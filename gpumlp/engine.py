@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._checks import positive_int, to_labels
+from .checks import positive_int, to_labels
 from .losses import check_margin, get_loss, targets
 from .noise import NoiseScale, StepRecords
 

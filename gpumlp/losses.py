@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._checks import isdtype, number, shape_of, to_device, to_labels
 from .backend import Array, Backend, backend_of
+from .checks import isdtype, number, shape_of, to_device, to_labels
 from .kernels import LOSS_KERNELS, TARGET_LOSS_KERNELS, LossScratch
 
 __all__ = ["mse", "hinge", "cross_entropy", "squared_error", "softmax", "one_hot", "LOSSES", "get_loss", "Loss",

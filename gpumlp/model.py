@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from ._checks import positive_int, shape_of, to_device
 from .activations import get_activation
 from .backend import Array, Backend, get_backend
+from .checks import positive_int, shape_of, to_device
 
 __all__ = ["MLP", "backprop", "weight_gradients"]
 

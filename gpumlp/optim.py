@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._checks import number
+from .checks import number
 from .kernels import SGD_KERNEL
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._checks import number, positive_int
+from .checks import number, positive_int
 from .engine import Hook, Trainer
 from .losses import check_margin, get_loss
 from .noise import NoiseScale, StepRecords

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._checks import positive_int
+from .checks import positive_int
 from .engine import Hook, OutOfDeviceMemory, Trainer, TrainingDiverged, is_out_of_memory
 from .losses import check_margin, get_loss
 from .noise import NoiseScale

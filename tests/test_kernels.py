@@ -215,7 +215,7 @@ def test_the_cuda_source_compiles_for_sm_90(tmp_path):
 # -- found in review --------------------------------------------------------------------------
 def test_labels_reach_the_kernels_contiguous():
     """The compiled loss kernels read labels[c] at unit stride: a strided view is copied."""
-    from gpumlp._checks import to_labels
+    from gpumlp.checks import to_labels
     labels = to_labels(gpumlp.get_backend("cpu"), (np.arange(20) % 10)[::2], 10, 10)
     assert labels.flags.c_contiguous and labels.tolist() == [0, 2, 4, 6, 8, 0, 2, 4, 6, 8]
 

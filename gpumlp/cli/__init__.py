@@ -4,6 +4,7 @@ Exit codes: 0 success, 2 a usage or input error (bad options, data or files), 1 
 failure during training (divergence, a device that is missing or fails), 130 an
 interrupt (Ctrl-C).
 """
+import argparse
 import sys
 
 from .. import __version__
@@ -114,7 +115,7 @@ def parser() -> Parser:
     return p
 
 
-def cmd_example(a, given, job):
+def cmd_example(a: argparse.Namespace, given: set[str], job: Job) -> int:
     from ..example import exercise2, walkthrough
     print(walkthrough(exercise2(device=a.device)))
     return 0

@@ -1,16 +1,19 @@
 """gpumlp evaluate and gpumlp predict: a trained model (or an unfinished run's checkpoint)
 scored on its held-out data, or labelling new data."""
+import argparse
 import csv
 import json
 import os
 import sys
+from typing import Any
 
 from .. import data, io
 from ..classifier import Classifier
 from ..runs import RunDir
+from .job import Job
 
 
-def load_model(model, device):
+def load_model(model: str, device: str | None) -> tuple[Any, str]:
     """(classifier, the file it came from): DIR/model.npz, a model file, or the checkpoint of a
     run that did not finish (said on stderr)."""
     if not os.path.isdir(model):
@@ -31,7 +34,7 @@ def _read(source, path, what):
     return *data.load_npz(source), os.path.abspath(source)
 
 
-def cmd_evaluate(a, given, job):
+def cmd_evaluate(a: argparse.Namespace, given: set[str], job: Job) -> int:
     clf, path = load_model(a.model, a.device)
     meta = clf.meta
     own_test = a.split == "test" and isinstance(meta.get("test_data"), str)   # a run with --test-data
@@ -67,7 +70,7 @@ def cmd_evaluate(a, given, job):
     return 0
 
 
-def cmd_predict(a, given, job):
+def cmd_predict(a: argparse.Namespace, given: set[str], job: Job) -> int:
     if a.out and (os.path.isdir(a.out) or not os.path.isdir(os.path.dirname(os.path.abspath(a.out)))):
         raise ValueError(f"--out {a.out}: give a file in an existing folder")
     clf, _ = load_model(a.model, a.device)

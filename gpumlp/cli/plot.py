@@ -1,7 +1,9 @@
 """gpumlp plot DIR (and train --plot): a run's learning curves in DIR/curves.png."""
+import argparse
 import os
 
 from ..runs import RunDir
+from .job import Job
 
 
 def title(record: dict, folder: str) -> str:
@@ -30,7 +32,7 @@ def draw(run: RunDir, history: list, record: dict) -> str:
     return path
 
 
-def cmd_plot(a, given, job):
+def cmd_plot(a: argparse.Namespace, given: set[str], job: Job) -> int:
     if not os.path.isdir(a.run):
         raise ValueError(f"{a.run} is not a folder written by 'gpumlp train --out'")
     run = RunDir(a.run)

@@ -1,20 +1,31 @@
 """One training session of gpumlp train (a new run or a resumed one): fit, with the run's
 files kept as it goes, and what it prints."""
+from __future__ import annotations
+
 import json
 import sys
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import threads
 from ..engine import Hook
 from ..noise import NoiseScale
 from ..train import OutOfDeviceMemory, TrainingDiverged, fit
 
+if TYPE_CHECKING:
+    from ..data import Prepared
+    from ..engine import Trainer
+    from ..runs import Recorder
+    from ..state import TrainState
+    from .job import Job
+
 
 class Interrupted(Exception):
     """Ctrl-C during training, after the last completed epoch was saved (or not)."""
 
 
-def state_of(optimizer, net):
+def state_of(optimizer: Any, net: Any) -> dict[str, Any]:
     """The optimizer's state, by the name the optimizer has for it."""
     return (getattr(optimizer, "state_dict", None) or optimizer.get_state)(net)
 
@@ -24,16 +35,17 @@ class Checkpoints(Hook):
     written from, go to the recorder (``state`` is the TrainState fit advances; ``t0`` when
     this session's training began)."""
 
-    def __init__(self, recorder, optimizer, state, t0):
+    def __init__(self, recorder: Recorder, optimizer: Any, state: TrainState, t0: float) -> None:
         self.recorder, self.optimizer, self.state, self.t0 = recorder, optimizer, state, t0
 
-    def after_epoch(self, trainer, record):
+    def after_epoch(self, trainer: Trainer, record: dict[str, Any]) -> bool | None:
         self.recorder.on_epoch(trainer.net, state_of(self.optimizer, trainer.net), record, self.state,
                                time.perf_counter() - self.t0)
         return None
 
 
-def train(job, opts, net, optimizer, state, prepared, recorder, no_progress, out=None, history=()):
+def train(job: Job, opts: dict[str, Any], net: Any, optimizer: Any, state: TrainState, prepared: Prepared,
+          recorder: Recorder, no_progress: bool, out: str | None = None, history: Sequence[dict] = ()) -> int:
     """Train ``net`` from ``state`` to opts["epochs"], recording into ``recorder``; the exit status."""
     Xtr, ytr, Xte, yte = prepared.X_train, prepared.y_train, prepared.X_test, prepared.y_test
     meta, n_threads = recorder.meta, recorder.meta["blas_threads"]
@@ -47,7 +59,7 @@ def train(job, opts, net, optimizer, state, prepared, recorder, no_progress, out
                                                 if "test_data" in prepared.record else "")
     job.say(f"gpumlp: {net} on {prepared.source}: {Xtr.shape[1]} training, {tested}, loss {opts['loss']}, "
             f"batch {opts['batch_size']}, lr {opts['lr']}, {n_threads} BLAS thread(s){ranks}", flush=True)
-    recorder.start(history)
+    recorder.start(list(history))
     log = (job.say if no_progress or not sys.stdout.isatty() else None) if job.is_root else None
     t0 = time.perf_counter()
     scaler = prepared.scaler
@@ -91,7 +103,7 @@ def train(job, opts, net, optimizer, state, prepared, recorder, no_progress, out
     return 0
 
 
-def summary(job, opts, metrics, net):
+def summary(job: Job, opts: dict[str, Any], metrics: dict[str, Any], net: Any) -> None:
     """The closing lines: the test score, the time (this session's and the whole run's), and
     with --noise-scale the three figures of B_simple, each named."""
     final, session = metrics["history"][-1], metrics["session_train_seconds"]

@@ -1,5 +1,8 @@
 """gpumlp train: a new run, or one continued with --resume DIR."""
+import argparse
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from .. import data, threads
 from ..activations import get_activation
@@ -7,13 +10,14 @@ from ..model import MLP
 from ..optim import SGD
 from ..runs import RUN_OPTIONS, Recorder, RunDir
 from ..train import TrainState
+from .job import Job
 from .options import DEFAULT_LR, extra_hint
 from .session import Interrupted, train
 
 __all__ = ["cmd_train", "Interrupted"]
 
 
-def validate(a):
+def validate(a: argparse.Namespace) -> None:
     """What argparse cannot check alone, before anything is printed or created."""
     get_activation(a.activation)                   # raises ValueError naming the choices
     if a.test_data is not None and a.test_fraction is not None:
@@ -28,18 +32,18 @@ def validate(a):
             raise ValueError(f"--plot needs matplotlib: {extra_hint('plot')}") from None
 
 
-def blas_threads(opts, sizes, job):
+def blas_threads(opts: dict[str, Any], sizes: Sequence[int], job: Job) -> int:
     if job.size == 1:
         return opts["threads"] or threads.auto_threads(sizes, opts["batch_size"])
     cpus = max(1, (os.cpu_count() or 1) // job.parallel.local_size)     # the ranks on a machine share its CPUs
     return opts["threads"] or threads.auto_threads(sizes, -(-opts["batch_size"] // job.size), cpus=cpus)
 
 
-def optimizer_of(opts):
+def optimizer_of(opts: dict[str, Any]) -> SGD:
     return SGD(opts["lr"], opts["momentum"], opts["weight_decay"], opts["clip_grad_norm"])
 
 
-def cmd_train(a, given, job):
+def cmd_train(a: argparse.Namespace, given: set[str], job: Job) -> int:
     if a.resume:
         return resume(a, given, job)
     validate(a)
@@ -71,7 +75,7 @@ def cmd_train(a, given, job):
             run.unlock()
 
 
-def resume(a, given, job):
+def resume(a: argparse.Namespace, given: set[str], job: Job) -> int:
     """Continue the run in --resume DIR from its checkpoint, to its --epochs or to a larger --epochs."""
     extra_options = sorted(f"--{k.replace('_', '-')}" for k in given & set(RUN_OPTIONS + ("out", "force"))
                            if k != "epochs")

@@ -16,6 +16,8 @@ checks one launch, on that launch's data: a kernel wrong only for other shapes o
 caught by those tests, not here.
 """
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +48,7 @@ def _difference(a, b, dtype):
     return None if err <= TOLERANCE[dtype] else f"relative error {err:.3g} > {TOLERANCE[dtype]:g}"
 
 
-def checked(backend, kernel, compiled, twin):
+def checked(backend: Any, kernel: Any, compiled: Callable, twin: Callable) -> Callable:
     """A launcher for ``kernel`` that runs ``compiled`` once it has agreed with ``twin`` (both
     take the kernel's arguments; ``twin`` needs its scratch, which :attr:`Kernel.scratch`
     makes, once per shape), and ``twin`` for good once it has not, or once the compiled form

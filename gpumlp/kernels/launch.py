@@ -11,6 +11,9 @@ must have, in order: ``"C"`` (C-contiguous, indexed flat) or ``"strided"`` (any 
 launcher passes the element strides).  CI's host build of the source checks every launch
 against it (``tests/hostcuda``).
 """
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from . import source
@@ -53,7 +56,7 @@ def _function(cupy, template, dtype):
     return fn
 
 
-def build(cupy):
+def build(cupy: Any) -> Any:
     """Compile the module now and fetch every instance; returns how many there are.  The
     pre-flight of ``scripts/gpu_check.sh`` calls it, so that an NVRTC failure shows at once."""
     fns = _module(cupy)
@@ -71,7 +74,7 @@ def _scalar(dtype):
     return _SCALARS[np.dtype(dtype).name]
 
 
-def bias_act(cupy, kernel):
+def bias_act(cupy: Any, kernel: Any) -> Callable:
     def run(S, b, Z):
         total = S.size
         _function(cupy, kernel.cuda, S.dtype)(*_grid(total), (S, S if b is None else b, Z, np.int64(S.shape[1]),
@@ -79,13 +82,13 @@ def bias_act(cupy, kernel):
     return run
 
 
-def act_grad(cupy, kernel):
+def act_grad(cupy: Any, kernel: Any) -> Callable:
     def run(S, Z, D, mask=None, tmp=None):
         _function(cupy, kernel.cuda, D.dtype)(*_grid(D.size), (S, Z, D, np.int64(D.size)))
     return run
 
 
-def label_loss(cupy, kernel):
+def label_loss(cupy: Any, kernel: Any) -> Callable:
     def run(Y, labels, D, loss, hit, inv_norm, margin, s=None):
         K, n = Y.shape
         T = _scalar(Y.dtype)
@@ -94,7 +97,7 @@ def label_loss(cupy, kernel):
     return run
 
 
-def target_loss(cupy, kernel):
+def target_loss(cupy: Any, kernel: Any) -> Callable:
     def run(Y, TT, D, loss, hit, inv_norm, margin, s=None):
         K, n = Y.shape
         T = _scalar(Y.dtype)
@@ -117,7 +120,7 @@ def _template(kernel):
     return template
 
 
-def sgd(cupy, kernel):
+def sgd(cupy: Any, kernel: Any) -> Callable:
     template = _template(kernel)
 
     def run(p, g, v, lr, momentum, weight_decay, tmp=None):
@@ -127,7 +130,7 @@ def sgd(cupy, kernel):
     return run
 
 
-def sample_sq(cupy, kernel):
+def sample_sq(cupy: Any, kernel: Any) -> Callable:
     template = _template(kernel)
 
     def run(D, Z, bias, first, out, tmp=None, dn=None, zn=None):

@@ -7,6 +7,7 @@ editors read the file as it is.  ``python -m gpumlp.kernels.source`` rewrites th
 an activation changes; a test regenerates it and compares it with the file.
 """
 from importlib import resources
+from typing import Any
 
 from ..activations import ACTIVATIONS
 
@@ -20,7 +21,7 @@ def _read():
     return resources.files(__package__).joinpath("fused.cu").read_text(encoding="utf-8")
 
 
-def activation_block(activations=None):
+def activation_block(activations: Any = None) -> str:
     """The generated lines between the markers: gm_act and gm_act_grad, one branch per code."""
     table = sorted((activations or ACTIVATIONS).values(), key=lambda f: f.code)
     names = ", ".join(f"{f.code} {f.name}" for f in table)
@@ -35,13 +36,13 @@ def activation_block(activations=None):
     return "\n".join(lines) + "\n"
 
 
-def with_activation_block(text, activations=None):
+def with_activation_block(text: str, activations: Any = None) -> str:
     """``text`` with the block between the markers replaced by :func:`activation_block`."""
     start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
     return text[:start] + activation_block(activations) + text[stop:]
 
 
-def instantiations():
+def instantiations() -> list[str]:
     """Every template instance the library can launch, as CUDA name expressions."""
     names = []
     for t in TYPES.values():

@@ -11,8 +11,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._checks import number, positive_int
 from ..activations import ACTIVATIONS
+from ..checks import number, positive_int
 from ..losses import get_loss
 from ..model import MLP
 from ..optim import SGD, L2Penalty

@@ -11,7 +11,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._checks import positive_int
+from ..checks import positive_int
 from ..losses import softmax
 from ..train import TrainState
 from .base import MLPAdapter

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._checks import positive_int
+from ..checks import positive_int
 from ..train import TrainState
 from .base import MLPAdapter
 

@@ -5,18 +5,22 @@ device when the data lives there, so they run only at the public boundary: the
 training loop, the scoring and the benchmark check their data once and then call
 the private methods, which never check.
 """
+from __future__ import annotations
+
 import math
 import operator
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 
-def shape_of(a):
+def shape_of(a: Any) -> tuple:
     """The shape of an array or of a nested list, as a tuple."""
     return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
 
 
-def isdtype(backend, dtype, kinds):
+def isdtype(backend: Any, dtype: Any, kinds: Any) -> bool:
     """``xp.isdtype`` for NumPy/CuPy dtypes and for an array-API backend's own dtypes."""
     xp = np if isinstance(dtype, np.dtype) else backend.namespace
     return xp.isdtype(dtype, kinds)
@@ -48,7 +52,7 @@ def _readable(backend, a, name):
 REAL = ("real floating", "integral", "bool")
 
 
-def to_device(backend, a, name, dtype, copy=False):
+def to_device(backend: Any, a: Any, name: str, dtype: Any, copy: bool = False) -> Any:
     """``a`` as an array of ``dtype`` on ``backend``'s device, after checking that it holds
     real numbers (not complex, object or strings) that are finite in ``dtype``.
 
@@ -70,7 +74,7 @@ def to_device(backend, a, name, dtype, copy=False):
     return out
 
 
-def to_labels(backend, labels, n, k):
+def to_labels(backend: Any, labels: Any, n: int, k: int) -> Any:
     """Integer class labels in [0, k) of shape (n,), as an int64 array on ``backend``."""
     labels, on_host = _readable(backend, labels, "labels")
     if not isdtype(backend, labels.dtype, "integral"):
@@ -87,7 +91,8 @@ def to_labels(backend, labels, n, k):
     return backend.contiguous(backend.asarray(labels, backend.dtype("int64"), copy=False))
 
 
-def number(value, name, ok=lambda v: True, expected="a finite number"):
+def number(value: Any, name: str, ok: Callable[[float], bool] = lambda v: True,
+           expected: str = "a finite number") -> float:
     """``value`` as a finite Python float for which ``ok`` holds; ValueError otherwise."""
     try:
         v = None if isinstance(value, (str, bytes)) else float(value)
@@ -98,7 +103,7 @@ def number(value, name, ok=lambda v: True, expected="a finite number"):
     return v
 
 
-def positive_int(value, name):
+def positive_int(value: Any, name: str) -> int:
     """``value`` as a Python int >= 1 (bools and floats refused); ValueError otherwise."""
     try:
         if not isinstance(value, bool) and operator.index(value) >= 1:

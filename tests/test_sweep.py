@@ -219,7 +219,7 @@ def test_train_sweep_writes_every_run(tmp_path):
     for r in table:                 # the chosen lr: the most seeds reaching, then the fewest median steps
         mine = [x for x in runs if x["batch_size"] == r["batch_size"]]
 
-        def key(lr):
+        def key(lr, mine=mine):
             rs = [x for x in mine if float(x["lr"]) == lr]
             steps = sorted(int(x["steps"]) if x["reached"] == "True" else math.inf for x in rs)
             return (-sum(x["reached"] == "True" for x in rs), (steps[0] + steps[1]) / 2, lr)
@@ -259,7 +259,8 @@ def test_without_matplotlib_the_sweep_still_writes_csv_and_json(tmp_path):
 
 def test_bad_arguments_are_refused_before_any_work(tmp_path):
     for args, match in [(["--batch-sizes", "32,-1"], "positive integers"), (["--lr-grid", "0,1"], "positive numbers"),
-                        (["--mode", "train", "--target", "2"], "--target"), (["--sizes", "8,8", "--hidden", "4"], "not allowed"),
+                        (["--mode", "train", "--target", "2"], "--target"),
+                        (["--sizes", "8,8", "--hidden", "4"], "not allowed"),
                         (["--mode", "train", "--test-fraction", "1.5"], "test_fraction"),
                         (["--mode", "train", "--sizes", "10,4,10"], "d0 = 64"),
                         (["--mode", "train", "--data", tmp_path / "missing.npz"], "no such file"),

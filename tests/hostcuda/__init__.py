@@ -219,7 +219,8 @@ def _instance(kernels, expr):
                            f"got {len(targs)}")
     if not tparams and targs:
         raise CompileError(f"name expression {expr!r}: {base} is not a template")
-    subst = {pname: arg for (kind, pname), arg in zip(tparams or [], targs) if kind in ("typename", "class")}
+    subst = {pname: arg for (kind, pname), arg in zip(tparams or [], targs, strict=False)
+             if kind in ("typename", "class")}
     out = []
     for ctype, name in params:
         for pname, arg in subst.items():
@@ -444,7 +445,7 @@ class HostFunction:
                 self._fail(f"{what} must hold ints, got {value!r}")
             dims.append(int(v))
         dims += [1] * (3 - len(dims))
-        for axis, v, (low, high) in zip("xyz", dims, limits):
+        for axis, v, (low, high) in zip("xyz", dims, limits, strict=True):
             if not low <= v <= high:
                 self._fail(f"{what}.{axis} = {v} is outside [{low}, {high}]")
         return dims
@@ -473,7 +474,7 @@ class HostFunction:
         if len(layout) != len(pointers):
             self._fail(f"LAYOUTS[{self.base!r}] has {len(layout)} entries for {len(pointers)} pointer parameters")
         values = []
-        for i, (p, a) in enumerate(zip(self.params, args)):
+        for i, (p, a) in enumerate(zip(self.params, args, strict=True)):
             where = f"argument {i} ({p!r})"
             if p.pointer:
                 if not isinstance(a, np.ndarray):
@@ -550,14 +551,14 @@ class HostFunction:
             for i in g.members:
                 addresses[i] = buf.ctypes.data + GUARD_BYTES + (values[i].ctypes.data - g.lo)
         slots = []          # what args[i] points to: the pointer value, or the scalar itself
-        for i, (p, v) in enumerate(zip(self.params, values)):
+        for i, (p, v) in enumerate(zip(self.params, values, strict=True)):
             slots.append(np.array([addresses[i]], np.uintp) if p.pointer else v)
         argv = np.array([s.ctypes.data for s in slots], np.uintp)
         self._c(argv.ctypes.data, gx, bx, order)
         return bufs
 
     def _check_guards(self, bufs, groups, values, order):
-        for index, (buf, g) in enumerate(zip(bufs, groups)):
+        for index, (buf, g) in enumerate(zip(bufs, groups, strict=True)):
             dtype = values[g.members[0]].dtype
             for side, part, tag in (("before", buf[:GUARD_BYTES], self._tags(index)[0]),
                                     ("after", buf[GUARD_BYTES + g.extent:], self._tags(index)[1])):
@@ -586,7 +587,7 @@ class HostFunction:
         return mask
 
     def _check_inside(self, bufs, groups, values):
-        for buf, g in zip(bufs, groups):
+        for buf, g in zip(bufs, groups, strict=True):
             inside = buf[GUARD_BYTES:GUARD_BYTES + g.extent]
             before = _memory(g.lo, g.extent)
             if all(self.params[i].const for i in g.members):
@@ -610,13 +611,13 @@ class HostFunction:
         for order in range(1, len(ORDERS)):
             other = self._run(order, gx, bx, values, groups)
             self._check_guards(other, groups, values, order)
-            for a, b, g in zip(first, other, groups):
+            for a, b, g in zip(first, other, groups, strict=True):
                 if not np.array_equal(a, b):
                     at = np.flatnonzero(a != b)[0] - GUARD_BYTES
                     self._fail(f"the {ORDERS[0]} and {ORDERS[order]} thread orders wrote different bytes into "
                                f"argument {self._names(g)} (first at byte {at}): threads race")
             del other
-        for buf, g in zip(first, groups):               # write the results back
+        for buf, g in zip(first, groups, strict=True):               # write the results back
             for i in g.members:
                 if self.params[i].const:
                     continue

@@ -30,7 +30,7 @@ import numpy as np
 from . import kernels
 from .kernels import check
 
-__all__ = ["Array", "Backend", "CupyBackend", "ArrayAPIBackend", "DeviceUnavailableError",
+__all__ = ["Array", "Backend", "CupyBackend", "ArrayAPIBackend", "DeviceUnavailableError", "probe_cupy", "Probe",
            "get_backend", "backend_of", "to_numpy"]
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -260,7 +260,7 @@ MIN_CUPY = 14             # cupy.astype and cupy.bool, which the device path use
 
 
 class Probe(tuple):
-    """``(backend, why_not)`` from :func:`_probe_cupy`, and ``absent``: True when there is simply
+    """``(backend, why_not)`` from :func:`probe_cupy`, and ``absent``: True when there is simply
     no GPU here (no CuPy, no driver, no device), False when one is there but broken."""
 
     absent = True
@@ -272,7 +272,7 @@ def _probe(backend, why_not=None, absent=True):
     return p
 
 
-def _probe_cupy():
+def probe_cupy() -> Probe:
     """``(CupyBackend, None)``, or ``(None, why not)`` naming the missing piece (a :class:`Probe`)."""
     try:
         import cupy
@@ -322,14 +322,14 @@ def get_backend(device: str | Backend | None = None) -> Backend:
     if key == "cpu":
         return _NUMPY
     if key == "gpu":
-        backend, why_not = _probe_cupy()
+        backend, why_not = probe_cupy()
         if backend is None:
             raise DeviceUnavailableError(f"device='gpu' cannot be used: {why_not}")
         return backend
     if key != "auto":
         raise ValueError(f"{source} must be one of {', '.join(DEVICES)} or a Backend; got {device!r}")
     if _auto is None:
-        _auto, why_not = _probe_cupy()
+        _auto, why_not = probe_cupy()
         if _auto is None:
             # a plain CPU machine is told briefly, once per process; a broken GPU set-up in full
             brief = "CuPy is not installed" if why_not.startswith("the CuPy package is not installed") else why_not

@@ -49,7 +49,7 @@ NEEDED = {
     "threadpoolctl": ("threadpoolctl", "gpumlp, scripts/bench.py"),
 }
 WANTED = {
-    "array_api_strict": ("array-api-strict", "the CPU suite's strict backend (tests/conftest.py)"),
+    "array_api_strict": ("array-api-strict", "the CPU suite's strict backend (gpumlp.testing.strict_backend)"),
     "hypothesis": ("hypothesis", "the CPU suite's property tests"),
     "sklearn": ("scikit-learn", "gpumlp.sklearn and its tests"),
     "torch": (None, "the torch column of scripts/bench.py (skipped without it)"),
@@ -218,8 +218,8 @@ def compiled_kernel(cupy, info):
 
 
 def probe(info):
-    from gpumlp.backend import _probe_cupy
-    backend, why_not = _probe_cupy()
+    from gpumlp.backend import probe_cupy
+    backend, why_not = probe_cupy()
     if backend is None:
         raise PreflightError(f"gpumlp's own probe finds no GPU, so the gpu tests would only skip: {why_not}")
     say("gpumlp's probe: the GPU backend is usable (the gpu tests will run, not skip)")

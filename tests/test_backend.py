@@ -238,18 +238,18 @@ def test_probe_messages_and_the_backend_it_returns(monkeypatch):
             "(RuntimeError: no nvrtc); the [ctk] extra of your CuPy package brings them "
             "(cupy-cuda12x[ctk] or cupy-cuda13x[ctk])")):
         B.get_backend("gpu")
-    assert B._probe_cupy().absent is False                 # broken, not absent: the gpu tests fail, never skip
+    assert B.probe_cupy().absent is False                 # broken, not absent: the gpu tests fail, never skip
     fake_cupy(monkeypatch, count=1, version="13.6.0")
     with pytest.raises(gpumlp.DeviceUnavailableError, match=exact(
             "device='gpu' cannot be used: CuPy 13.6.0 is too old: gpumlp needs CuPy 14 or newer "
             "(pip install -U 'cupy-cuda12x>=14', or cupy-cuda13x)")):
         B.get_backend("gpu")
-    assert B._probe_cupy().absent is False
+    assert B.probe_cupy().absent is False
     fake_cupy(monkeypatch, count=0)
-    assert B._probe_cupy().absent is True
+    assert B.probe_cupy().absent is True
     monkeypatch.setitem(sys.modules, "cupy", None)          # import cupy raises ImportError
-    backend, why = B._probe_cupy()
-    assert backend is None and why.startswith("the CuPy package is not installed") and B._probe_cupy().absent
+    backend, why = B.probe_cupy()
+    assert backend is None and why.startswith("the CuPy package is not installed") and B.probe_cupy().absent
 
 
 def test_no_device_and_no_environment_means_auto(monkeypatch):
@@ -304,10 +304,10 @@ def test_the_cupy_backend_finds_cublas_as_a_submodule(monkeypatch):
 def test_the_probe_reads_the_version_it_can(monkeypatch):
     module = fake_cupy(monkeypatch, count=1)
     del module.__version__
-    backend, why = B._probe_cupy()
+    backend, why = B.probe_cupy()
     assert backend is None and why.startswith("CuPy 0 is too old")
     module.__version__ = "dev14"
-    assert B._probe_cupy()[1].startswith("CuPy dev14 is too old")
+    assert B.probe_cupy()[1].startswith("CuPy dev14 is too old")
     module.__version__ = "14.0.0rc1"
-    probe = B._probe_cupy()
+    probe = B.probe_cupy()
     assert probe[0] is not None and probe[1] is None and probe.absent is False

@@ -27,7 +27,7 @@ from gpumlp.losses import LOSSES as TABLE
 from gpumlp.testing import host, random_problem, rel_err
 
 pytestmark = pytest.mark.gpu
-PROBE = B._probe_cupy()                        # a real CuPy and device, if this machine has them
+PROBE = B.probe_cupy()                        # a real CuPy and device, if this machine has them
 
 LOSSES = {"mse": lambda Y, t: gpumlp.losses.mse(Y, t),
           "hinge": lambda Y, t: gpumlp.losses.hinge(Y, t, margin=0.5),

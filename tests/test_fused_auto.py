@@ -101,15 +101,15 @@ def test_a_kernel_that_cannot_be_built_falls_back_to_its_twin(standin, fresh, mo
 def test_the_twin_that_took_over_makes_its_scratch_once(standin, fresh, monkeypatch):
     """After a kernel failed its check, later launches run the twin with scratch made once per
     shape, not at every call."""
-    from gpumlp import kernels
+    from gpumlp.kernels import twins
     monkeypatch.setattr(check, "_difference", lambda *a: "planted")
     made = []
-    real = kernels.LossScratch
+    real = twins.LossScratch
 
     def counted(*args):
         made.append(args[1:])
         return real(*args)
-    monkeypatch.setattr(kernels, "LossScratch", counted)
+    monkeypatch.setattr(twins, "LossScratch", counted)
     with pytest.warns(RuntimeWarning):
         train(CupyBackend(standin, fused="auto"), epochs=3)         # 40 columns in batches of 16, 16, 8
     assert sorted(made) == [(4, 8, np.dtype("float64")), (4, 16, np.dtype("float64"))]     # 9 launches, 2 shapes

@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
     "gpumlp.kernels.check",
     "gpumlp.kernels.launch",
     "gpumlp.kernels.source",
+    "gpumlp.kernels.twins",
     "gpumlp.loopback",
     "gpumlp.losses",
     "gpumlp.model",

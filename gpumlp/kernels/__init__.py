@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from . import launch
+from . import launch, twins
 from .source import CUDA_SOURCE, TYPES, instantiations
+from .twins import LossScratch
 
 if TYPE_CHECKING:                         # the backend and the activations import this package
     from ..activations import Activation
@@ -153,195 +154,13 @@ def act_grad(f: Activation) -> Kernel:
     return Kernel(f.name + "'", twin, f"act_grad<{{T}}, {f.code}>", launch.act_grad, outputs=(2,), scratch=scratch)
 
 
-# -- the losses: ∂L/∂Y into Δ_L, per-column loss and hit ------------------------------------
-# Arguments: Y (K × n), labels (n,), D (K × n, receives ∂L/∂Y), loss (n,), hit (n, bool),
-# inv_norm (1 / the normaliser), margin, and the twin's scratch ``s`` (see LossScratch).
-
-def _shifted(xp, Y, D, s):
-    """D = Y − m, with s.m the column max."""
-    xp.max(Y, axis=0, keepdims=True, out=s.m)
-    xp.subtract(Y, s.m, out=D)
-
-
-def _softmax_from_shifted(xp, D, s):
-    """D = exp(D) / Σ exp(D) = p, keeping s.sum = Σ exp(Y − m)."""
-    xp.exp(D, out=D)
-    xp.sum(D, axis=0, keepdims=True, out=s.sum)
-    xp.divide(D, s.sum, out=D)
-
-
-def _one_hot(xp, labels, s):
-    xp.equal(s.rows, labels[None, :], out=s.onehot)
-
-
-def _hits(xp, Y, labels, hit, s):
-    xp.argmax(Y, axis=0, out=s.argmax)
-    xp.equal(s.argmax, labels, out=hit)
-
-
-def _ce_twin(xp, Y, labels, D, loss, hit, inv_norm, margin, s):
-    """L_n = log Σ_j exp(Y_jn) − Y_{y_n n} (shifted by the column max); ∂L/∂Y = (p − onehot) / N."""
-    _one_hot(xp, labels, s)
-    _shifted(xp, Y, D, s)
-    xp.multiply(labels, Y.shape[1], out=s.at)                    # the flat index of (y_n, n)
-    xp.add(s.at, s.cols, out=s.at)
-    xp.take(xp.reshape(D, (-1,)), s.at, out=s.py[0, :])          # Y_y − m, exactly (a gather, as the kernel reads it)
-    _softmax_from_shifted(xp, D, s)
-    xp.log(s.sum, out=s.sum)
-    xp.subtract(s.sum, s.py, out=s.sum)                          # −log p_y = log Σ exp(Y − m) − (Y_y − m)
-    xp.multiply(s.sum[0, :], inv_norm, out=loss)
-    xp.subtract(D, s.onehot, out=D)
-    xp.multiply(D, inv_norm, out=D)
-    _hits(xp, Y, labels, hit, s)
-
-
-def _hinge_twin(xp, Y, labels, D, loss, hit, inv_norm, margin, s):
-    """Exercise 3: L_n = Σ_{j≠y} max(0, p_j − p_y + C).  With a_j = 1 where that hinge is
-    active, ∂L/∂p = a − onehot·Σa =: G and ∂L/∂Y = p ⊙ (G − Σ_k p_k G_k)."""
-    _shifted(xp, Y, D, s)
-    _softmax_from_shifted(xp, D, s)                              # D = p
-    _one_hot(xp, labels, s)
-    xp.multiply(D, s.onehot, out=s.a)
-    xp.sum(s.a, axis=0, keepdims=True, out=s.py)                 # p_y
-    xp.subtract(D, s.py, out=s.a)
-    xp.add(s.a, margin, out=s.a)                                 # M = p_j − p_y + C
-    xp.greater_equal(s.a, 0, out=s.b)
-    xp.subtract(s.b, s.onehot, out=s.b)                          # a: M_y = C >= 0, so the label row drops out
-    xp.multiply(s.a, s.b, out=s.a)
-    xp.sum(s.a, axis=0, out=loss)
-    xp.multiply(loss, inv_norm, out=loss)
-    xp.sum(s.b, axis=0, keepdims=True, out=s.sum)                # Σ_j a_j
-    xp.multiply(s.onehot, s.sum, out=s.a)
-    xp.subtract(s.b, s.a, out=s.a)                               # G
-    xp.multiply(D, s.a, out=s.b)
-    xp.sum(s.b, axis=0, keepdims=True, out=s.sum)                # Σ_k p_k G_k
-    xp.subtract(s.a, s.sum, out=s.a)
-    xp.multiply(D, s.a, out=D)
-    xp.multiply(D, inv_norm, out=D)
-    _hits(xp, Y, labels, hit, s)
-
-
-def _mse_twin(xp, Y, labels, D, loss, hit, inv_norm, margin, s):
-    """L_n = ½ Σ_k (Y_kn − onehot_kn)²; ∂L/∂Y = (Y − onehot) / N."""
-    _one_hot(xp, labels, s)
-    xp.subtract(Y, s.onehot, out=D)
-    xp.multiply(D, D, out=s.a)
-    xp.sum(s.a, axis=0, out=loss)
-    xp.multiply(loss, 0.5 * inv_norm, out=loss)
-    xp.multiply(D, inv_norm, out=D)
-    _hits(xp, Y, labels, hit, s)
-
-
-def _squared_error_twin(xp, Y, TT, D, loss, hit, inv_norm, margin, s):
-    """A loss on real targets (regression): L_n = ½ Σ_k (Y_kn − T_kn)² / K, the mean over the K
-    outputs as scikit-learn's squared error; ∂L/∂Y = (Y − T) / K.  ``TT`` holds the targets
-    one column per row (n × K, the training data's stored layout), so T is ``TT.T``.  No hit."""
-    K = Y.shape[0]
-    xp.subtract(Y, TT.T, out=D)
-    xp.multiply(D, D, out=s.a)
-    xp.sum(s.a, axis=0, out=loss)
-    xp.multiply(loss, 0.5 * inv_norm / K, out=loss)
-    xp.multiply(D, inv_norm / K, out=D)
-
-
-class LossScratch:
-    """The loss twins' scratch for K classes and n columns (the compiled kernels need none)."""
-
-    def __init__(self, backend: Backend, K: int, n: int, dtype: Any) -> None:
-        xp, new = backend.xp, backend.empty
-        self.rows = xp.reshape(backend.arange(K), (K, 1))          # the row index of each class
-        self.onehot, self.a, self.b = (new((K, n), dtype) for _ in range(3))
-        self.m, self.sum, self.py = (new((1, n), dtype) for _ in range(3))
-        self.argmax, self.at = new((n,), backend.dtype("int64")), new((n,), backend.dtype("int64"))
-        self.cols = backend.arange(n)                                 # the column index of each sample
-
-
-# -- SGD over the flat buffer ---------------------------------------------------------------
-def _sgd_twin(xp, p, g, v, lr, momentum, weight_decay, tmp):
-    """θ ← θ − lr·v,  v ← momentum·v + g + weight_decay·θ (v is g without momentum).
-
-    On the host the buffer is walked in chunks of ``tmp``'s length, so the products
-    need no temporary the size of the parameters (and each chunk stays in cache)."""
-    c = tmp.shape[0]
-    for i in range(0, p.shape[0], c):
-        j = min(i + c, p.shape[0])
-        ps, t = p[i:j], tmp[:j - i]
-        d = g[i:j]
-        if weight_decay:
-            xp.multiply(ps, weight_decay, out=t)
-            xp.add(t, d, out=t)
-            d = t
-        if v is not None:
-            vs = v[i:j]
-            xp.multiply(vs, momentum, out=vs)
-            xp.add(vs, d, out=vs)
-            d = vs
-        xp.multiply(d, lr, out=t)
-        xp.subtract(ps, t, out=ps)
-
-
-# -- per-example gradient norms -------------------------------------------------------------
-def _sample_sq_twin(xp, D, Z, bias, first, out, tmp, dn, zn):
-    """Layer k's share of each column's squared gradient norm: column n's term of
-    dW_k = Δ_k Z_{k-1}^T is the outer product Δ_k[:,n] Z_{k-1}[:,n]^T, whose squared
-    Frobenius norm is ‖Δ_k[:,n]‖² ‖Z_{k-1}[:,n]‖²; its term of db_k is Δ_k[:,n].  So
-    out = (or += unless ``first``) dn ⊙ (zn + bias), dn and zn the column sums of squares.
-    ``tmp`` is scratch with at least max(d_k, d_{k-1}) rows."""
-    t = tmp[:D.shape[0], :]
-    xp.multiply(D, D, out=t)
-    xp.sum(t, axis=0, out=dn)
-    t = tmp[:Z.shape[0], :]
-    xp.multiply(Z, Z, out=t)
-    xp.sum(t, axis=0, out=zn)
-    _sample_sq_combine(xp, bias, first, out, dn, zn)
-
-
-def _sample_sq_combine(xp, bias, first, out, dn, zn):
-    """out (+)= dn ⊙ (zn + bias), from the column sums of squares dn of Δ and zn of Z."""
-    if bias:
-        xp.add(zn, 1.0, out=zn)
-    if first:
-        xp.multiply(dn, zn, out=out)
-    else:
-        xp.multiply(dn, zn, out=dn)
-        xp.add(out, dn, out=out)
-
-
-def _sample_sq_host(D, Z, bias, first, out, tmp, dn, zn):
-    """The twin on NumPy, with einsum's fused multiply-and-sum: no pass through ``tmp``,
-    and Z_0 (an F-contiguous view of the data) read in place."""
-    np.einsum("ij,ij->j", D, D, out=dn)
-    np.einsum("ij,ij->j", Z, Z, out=zn)
-    _sample_sq_combine(np, bias, first, out, dn, zn)
-
-
-# -- the kernels ------------------------------------------------------------------------------
-def _loss_scratch(backend, args):
-    Y, s = args[0], args[7]
-    return args if s is not None else args[:7] + (LossScratch(backend, Y.shape[0], Y.shape[1], Y.dtype),)
-
-
-def _sgd_scratch(backend, args):
-    p, tmp = args[0], args[6]
-    return args if tmp is not None else args[:6] + (backend.empty(p.shape, p.dtype),)
-
-
-def _sample_sq_scratch(backend, args):
-    D, Z, bias, first, out, tmp, dn, zn = args
-    if tmp is None:
-        n = D.shape[1]
-        tmp, dn, zn = (backend.empty((max(D.shape[0], Z.shape[0]), n), D.dtype), backend.empty((n,), D.dtype),
-                       backend.empty((n,), D.dtype))
-    return D, Z, bias, first, out, tmp, dn, zn
-
-
 LOSS_KERNELS = {name: Kernel(name, twin, f"{name}_loss<{{T}}>", launch.label_loss, outputs=(2, 3, 4),
-                             scratch=_loss_scratch)
-                for name, twin in (("ce", _ce_twin), ("hinge", _hinge_twin), ("mse", _mse_twin))}
-TARGET_LOSS_KERNELS = {"squared_error": Kernel("squared_error", _squared_error_twin, "squared_error_loss<{T}>",
-                                               launch.target_loss, outputs=(2, 3), scratch=_loss_scratch)}
-SGD_KERNEL = Kernel("sgd", _sgd_twin, "sgd<{T}, {M}, {D}>", launch.sgd, outputs=(0, 2), scratch=_sgd_scratch,
+                             scratch=twins.loss_scratch)
+                for name, twin in (("ce", twins.ce), ("hinge", twins.hinge), ("mse", twins.mse))}
+TARGET_LOSS_KERNELS = {"squared_error": Kernel("squared_error", twins.squared_error, "squared_error_loss<{T}>",
+                                               launch.target_loss, outputs=(2, 3), scratch=twins.loss_scratch)}
+SGD_KERNEL = Kernel("sgd", twins.sgd, "sgd<{T}, {M}, {D}>", launch.sgd, outputs=(0, 2), scratch=twins.sgd_scratch,
                     variant=lambda args: (args[2] is not None, args[5] != 0))       # momentum, weight decay
-SAMPLE_SQ_KERNEL = Kernel("sample_sq", _sample_sq_twin, "sample_sq<{T}, {B}, {F}>", launch.sample_sq,
-                          host=_sample_sq_host, outputs=(4,), scratch=_sample_sq_scratch,
+SAMPLE_SQ_KERNEL = Kernel("sample_sq", twins.sample_sq, "sample_sq<{T}, {B}, {F}>", launch.sample_sq,
+                          host=twins.sample_sq_host, outputs=(4,), scratch=twins.sample_sq_scratch,
                           variant=lambda args: (bool(args[2]), bool(args[3])))       # bias, first layer

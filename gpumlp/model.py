@@ -27,6 +27,7 @@ from . import kernels
 from .activations import get_activation
 from .backend import Array, Backend, get_backend
 from .checks import positive_int, shape_of, to_device
+from .workspace import ParamList, Workspace
 
 __all__ = ["MLP", "backprop", "weight_gradients"]
 
@@ -63,53 +64,6 @@ def weight_gradients(xp: Any, D: Sequence[Array], Z: Sequence[Array], dW: Sequen
             dot(xp.reshape(D[k], (-1,)), xp.reshape(ones, (-1,)), db[k])
         else:
             xp.matmul(D[k], ones, out=db[k])
-
-
-class _Workspace:
-    """The buffers of one batch size n: S_k, Z_k and Δ_k, the ones column of db = Δ 1,
-    and the scratch the twins of the fused kernels need (none where the backend runs
-    compiled kernels)."""
-
-    def __init__(self, net, n):
-        backend, dt = net.backend, net.backend.dtype(net.dtype)
-        new = backend.empty
-        self.n = n
-        self.S = [new((d, n), dt) for d in net.sizes[1:]]
-        self.Z = [None] + [S if f.identity else new(S.shape, dt) for f, S in zip(net.f, self.S, strict=True)]
-        self.D = [new((d, n), dt) for d in net.sizes[1:]]
-        self.ones = backend.zeros((n, 1), dt)
-        self.ones += 1
-        self.mask = self.tmp = self.loss_scratch = None
-        self.norms = None                 # the buffers of per-example gradient norms, made on first use
-        if not backend.fused:
-            widths = [d for f, d in zip(net.f, net.sizes[1:], strict=True) if not f.identity]
-            if any(f.scratch == "bool" for f in net.f):
-                self.mask = new((max(widths), n), backend.dtype("bool"))
-            if any(f.scratch == "float" for f in net.f):
-                self.tmp = new((max(widths), n), dt)
-            self.loss_scratch = kernels.LossScratch(backend, net.sizes[-1], n, dt)
-        # each non-linear layer's scratch: row slices of the widest, so they stay contiguous (a
-        # linear layer needs none, and may be wider than all the others)
-        self.scratch = [(None, None) if f.identity else
-                        (None if self.mask is None else self.mask[:d, :], None if self.tmp is None else self.tmp[:d, :])
-                        for f, d in zip(net.f, net.sizes[1:], strict=True)]
-
-
-class _ParamList(list):
-    """A list of views into a flat buffer: rebinding an element would silently
-    detach it from the buffer, so it is refused."""
-
-    def __setitem__(self, i, value):
-        if value is not list.__getitem__(self, i):      # net.W[k] -= ... writes back the same view
-            self._refuse()
-
-    def _refuse(self, *args, **kwargs):
-        raise TypeError("net.W, net.b, net.dW and net.db hold views into one flat buffer "
-                        "(net.params, net.grads): use net.set_params(W, b), or write in place: "
-                        "net.W[k][...] = value")
-
-    __delitem__ = append = extend = insert = pop = remove = clear = _refuse
-    __iadd__ = __imul__ = sort = reverse = _refuse
 
 
 class MLP:
@@ -155,7 +109,7 @@ class MLP:
         self.deltas: Any = None
         self._ws: Any = None              # the workspace of the last forward pass
         self._fresh = False               # grads come from a backward() after the last forward()
-        self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
+        self._workspaces: OrderedDict[int, Workspace] = OrderedDict()
         kernel = self.backend.kernel      # the fused kernels of each layer, bound once
         self._bias_act = [kernel(kernels.bias_act(f, self.bias)) for f in self.f]
         self._scale = [kernel(kernels.act_grad(f)) for f in self.f]
@@ -194,11 +148,11 @@ class MLP:
     # -- parameters ------------------------------------------------------------
     @property
     def W(self) -> list[Array]:
-        return _ParamList(self._W)
+        return ParamList(self._W)
 
     @property
     def b(self) -> list[Array] | None:
-        return None if self._b is None else _ParamList(self._b)
+        return None if self._b is None else ParamList(self._b)
 
     @property
     def n_layers(self) -> int:
@@ -245,7 +199,7 @@ class MLP:
         if ws is None:
             while len(self._workspaces) >= self.max_workspaces:
                 self._workspaces.popitem(last=False)
-            ws = self._workspaces[n] = _Workspace(self, n)
+            ws = self._workspaces[n] = Workspace(self, n)
         else:
             self._workspaces.move_to_end(n)
         return ws
@@ -315,8 +269,8 @@ class MLP:
         weight_gradients(self.xp, ws.D, ws.Z, self._dW, self._db, ws.ones, self.backend.dot)
         self.deltas, self._fresh = ws.D, True
         if self.dW is None:
-            self.dW = _ParamList(self._dW)
-            self.db = None if self._db is None else _ParamList(self._db)
+            self.dW = ParamList(self._dW)
+            self.db = None if self._db is None else ParamList(self._db)
 
     def sample_grad_sq_norms(self) -> Array:
         """Each sample's squared gradient norm, from the last backward pass, without forming

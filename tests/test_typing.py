@@ -50,6 +50,7 @@ PUBLIC_MODULES = [
     "gpumlp.testing",
     "gpumlp.threads",
     "gpumlp.train",
+    "gpumlp.workspace",
 ]
 
 # Public modules whose annotations are not complete yet (the command line's internals, the

@@ -68,7 +68,11 @@ def one_hot(backend: Backend, labels: Array, k: int, dtype: Any) -> Array:
 
 
 def mse(Y: Array, T: Any, reduction: str = "mean", normalizer: float | None = None) -> tuple[Array, Array]:
-    """½‖Y − T‖²_F / N and dY = (Y − T) / N; ``reduction="sum"`` drops the /N (exercise 1)."""
+    """½‖Y − T‖²_F / N and dY = (Y − T) / N for targets T of Y's shape (exercises 1 and 2);
+    ``reduction="sum"`` drops the /N.  Training takes class labels instead: ``LOSSES["mse"](Y,
+    labels)`` is this loss on their one-hot columns, ``mse(Y, one_hot(labels))``, to the bit
+    (tests/test_losses.py holds the two to it); on real targets it is ``squared_error``,
+    which also divides by K."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
     if reduction == "sum" and normalizer is not None:
@@ -90,12 +94,12 @@ class Loss:
 
     ``kind`` is "labels" (class indices; ce, hinge, mse on one-hot targets) or "targets"
     (real targets T of Y's shape, K × N: squared_error, for regression).  ``kernel`` is
-    its fused kernel (∂L/∂Y, each column's loss and, for labels, hit in one pass);
-    ``lr`` the default learning rate of ``gpumlp train`` (tuned on the digits).
+    its fused kernel (∂L/∂Y, each column's loss and, for labels, hit in one pass).
+    (Default learning rates are the command line's and the estimators' own, not the loss's.)
     """
 
-    def __init__(self, name: str, lr: float, doc: str, kind: str = "labels") -> None:
-        self.name, self.lr, self.kind, self.__doc__ = name, lr, kind, doc
+    def __init__(self, name: str, doc: str, kind: str = "labels") -> None:
+        self.name, self.kind, self.__doc__ = name, kind, doc
         self.kernel = (LOSS_KERNELS if kind == "labels" else TARGET_LOSS_KERNELS)[name]
 
     def __call__(self, Y: Array, labels: Any, margin: float = 1.0,
@@ -133,10 +137,10 @@ def targets(backend: Backend, T: Any, K: int, N: int, dtype: Any) -> Array:
 
 
 LOSSES = {
-    "ce": Loss("ce", 0.1, "Softmax cross-entropy −mean_n log p_{y_n}; dY = (p − onehot) / N."),
-    "hinge": Loss("hinge", 0.01, "Exercise 3's multi-class hinge loss on p = softmax(Y), averaged over N."),
-    "mse": Loss("mse", 0.02, "½‖Y − onehot(labels)‖²_F / N; dY = (Y − onehot) / N."),
-    "squared_error": Loss("squared_error", 0.003, "Regression on real targets T (K × N): "
+    "ce": Loss("ce", "Softmax cross-entropy −mean_n log p_{y_n}; dY = (p − onehot) / N."),
+    "hinge": Loss("hinge", "Exercise 3's multi-class hinge loss on p = softmax(Y), averaged over N."),
+    "mse": Loss("mse", "½‖Y − onehot(labels)‖²_F / N; dY = (Y − onehot) / N: mse(Y, one_hot(labels))."),
+    "squared_error": Loss("squared_error", "Regression on real targets T (K × N): "
                           "½‖Y − T‖²_F / (N K), the mean over samples and outputs; dY = (Y − T) / (N K).",
                           kind="targets"),
 }

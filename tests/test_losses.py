@@ -107,9 +107,9 @@ def test_get_loss_names_and_a_new_loss_entry():
     with pytest.raises(ValueError, match=exact("unknown loss ['ce']; expected one of mse, hinge, ce (class labels) "
                                                "or squared_error (real targets)")):
         get_loss(["ce"])
-    entry = Loss("hinge", 0.5, "my doc")
-    assert (entry.name, entry.lr, entry.kernel, entry.__doc__) == ("hinge", 0.5, kernels.LOSS_KERNELS["hinge"],
-                                                                   "my doc")
+    entry = Loss("hinge", "my doc")
+    assert (entry.name, entry.kernel, entry.__doc__) == ("hinge", kernels.LOSS_KERNELS["hinge"], "my doc")
+    assert not hasattr(entry, "lr")                # default rates are the command line's and the estimators
     assert repr(entry) == "<gpumlp loss hinge>" and entry.kind == "labels"
     T = Y_3x5[::-1] * 0.5
     value, dY = LOSSES["squared_error"](Y_3x5.astype(np.float32), T)
@@ -164,3 +164,19 @@ def test_large_logits_give_finite_losses_equal_to_a_stable_reference(dtype, rtol
     assert np.isfinite(float(value)) and np.isfinite(dY).all()
     assert float(value) == pytest.approx(ref_loss, rel=rtol)
     np.testing.assert_allclose(dY, ref_dY, rtol=rtol, atol=1e-6 if dtype == "float32" else 1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_tables_mse_is_mse_on_the_labels_one_hot_columns(dtype):
+    """LOSSES["mse"] takes labels, mse takes targets: the two are one loss, to the bit in
+    float64 (float32 sums may round apart), with the same normaliser."""
+    rng = np.random.default_rng(3)
+    Y, labels = rng.standard_normal((4, 9)).astype(dtype), rng.integers(0, 4, 9)
+    onehot = np.eye(4, dtype=dtype)[:, labels]
+    for norm in (None, 20):
+        (a, da), (b, db) = LOSSES["mse"](Y, labels, normalizer=norm), mse(Y, onehot, normalizer=norm)
+        if dtype == "float64":
+            assert float(a) == float(b) and np.array_equal(da, db)
+        else:
+            np.testing.assert_allclose([float(a)], [float(b)], rtol=1e-6)
+            np.testing.assert_allclose(da, db, rtol=1e-6, atol=1e-7)

@@ -5,9 +5,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..losses import LOSSES
-
-DEFAULT_LR = {name: entry.lr for name, entry in LOSSES.items() if entry.kind == "labels"}  # tuned on the digits
+DEFAULT_LR = {"ce": 0.1, "hinge": 0.01, "mse": 0.02}     # gpumlp train's, by loss (tuned on the digits)
 
 
 def extra_hint(extra: str) -> str:

@@ -20,6 +20,9 @@ from ..train import fit as gpumlp_fit
 
 # scikit-learn's names for activations, beside gpumlp's own (which are accepted too)
 SKLEARN_ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid"}
+# learning_rate_init='auto': the command line's rates for the classifier's losses (tuned on the digits),
+# and one for regression on real targets
+AUTO_LR = {"ce": 0.1, "hinge": 0.01, "mse": 0.02, "squared_error": 0.003}
 
 
 def make_optimizer(lr: float, momentum: float, alpha: float) -> SGD:
@@ -67,7 +70,7 @@ class MLPAdapter(BaseEstimator):
         entry = get_loss(self.loss)
         if entry.kind != ("targets" if isinstance(self, RegressorMixin) else "labels"):
             raise ValueError(f"loss must be one of ce, hinge, mse for a classifier; got {self.loss!r}")
-        lr = entry.lr if is_auto(self.learning_rate_init) else self.learning_rate_init
+        lr = AUTO_LR[entry.name] if is_auto(self.learning_rate_init) else self.learning_rate_init
         return net, make_optimizer(number(lr, "learning_rate_init", lambda v: v > 0, "a finite number > 0 or 'auto'"),
                                self.momentum, self.alpha)
 

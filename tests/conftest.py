@@ -8,6 +8,7 @@ conversion) raises, just as it would on CuPy, so CPU CI catches it.
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 
 import pytest
@@ -19,6 +20,12 @@ from gpumlp.testing import strict_backend
 # The pipe tests run the CLI in subprocesses, which inherit this environment: an inherited
 # PYTHONUNBUFFERED would hide a missing flush, so no test runs with it.
 os.environ.pop("PYTHONUNBUFFERED", None)
+# The Ctrl-C tests send SIGINT to CLI subprocesses. A runner started in the background of a
+# shell (or by a tool's fork server) ignores SIGINT, and an ignored signal stays ignored
+# across exec: the CLI would never see its Ctrl-C. A handler does not survive exec, so
+# installing Python's own makes the children start with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin", "cupy", "__init__.py")
 

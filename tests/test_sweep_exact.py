@@ -105,3 +105,28 @@ def test_train_to_target_defaults_and_its_record():
         train_to_target(gpumlp.MLP(sizes, device="cpu"), X, y, X, y, gpumlp.SGD(0.1), 8, target=0.0)
     with pytest.raises(ValueError, match="micro_batch"):
         train_to_target(gpumlp.MLP(sizes, device="cpu"), X, y, X, y, gpumlp.SGD(0.1), 8, micro_batch=0)
+
+
+def test_run_job_is_train_to_target_on_the_prepared_split(tmp_path):
+    """A sweep worker's run (gpumlp.sweep.run_job) is train_to_target on load_split's data,
+    with every setting of its spec passed on, in this process as in an MPI worker."""
+    from gpumlp.sweep import load_split, run_job
+    X, y = random_problem([5, 7, 3], 60, 0, "ce")
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    spec = {"data": str(tmp_path / "d.npz"), "test_fraction": 0.25, "sizes": [5, 7, 3], "dtype": "float64",
+            "device": "cpu", "threads": 1, "batch_size": 8, "lr": 0.3, "seed": 4, "momentum": 0.5,
+            "weight_decay": 0.01, "target": 0.9, "max_epochs": 3, "eval_every": 16, "loss": "hinge",
+            "warmup_samples": 24, "micro_batch": 3}
+    got = run_job(spec)
+    Xtr, ytr, Xte, yte, K, _ = load_split(spec["data"], 0.25)
+    assert K == 3 and Xtr.shape[1] == 45
+    net = gpumlp.MLP([5, 7, 3], dtype="float64", device="cpu", seed=4)
+    want = train_to_target(net, Xtr, ytr, Xte, yte, gpumlp.SGD(0.3, 0.5, 0.01), 8, target=0.9, max_epochs=3,
+                           eval_every=16, seed=4, loss="hinge", warmup_samples=24, noise_scale=True, micro_batch=3)
+    assert (got["batch_size"], got["lr"], got["seed"]) == (8, 0.3, 4)
+
+    def untimed(r):
+        return {k: v for k, v in r.items() if "seconds" not in k and k != "evaluations"}
+    assert untimed(got) == {**untimed(want), "batch_size": 8, "lr": 0.3, "seed": 4}
+    assert [{k: v for k, v in e.items() if k != "seconds"} for e in got["evaluations"]] == \
+        [{k: v for k, v in e.items() if k != "seconds"} for e in want["evaluations"]]

@@ -28,7 +28,7 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -222,14 +222,14 @@ class CountingArray(np.ndarray):
         with TALLY.pause():
             self.view(np.ndarray)[key] = _plain(value)
 
-    def astype(self, dtype, *args, **kwargs):
+    def astype(self, dtype: Any, *args: Any, **kwargs: Any) -> Any:
         TALLY.log("astype")
         with TALLY.pause():
             result = self.view(np.ndarray).astype(dtype, *args, **kwargs)
         TALLY.alloc("astype", result)
         return _wrap(result)
 
-    def copy(self, *args, **kwargs):
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
         TALLY.log("copy")
         with TALLY.pause():
             result = self.view(np.ndarray).copy(*args, **kwargs)
@@ -248,25 +248,25 @@ class CountingBackend(Backend):
         self.fused = fused
         self.name = f"counting({'fused' if fused else 'twins'})"
 
-    def empty(self, shape, dtype):
+    def empty(self, shape: int | tuple[int, ...], dtype: Any) -> Any:
         return np.empty(shape, dtype=dtype).view(CountingArray)
 
-    def zeros(self, shape, dtype):
+    def zeros(self, shape: int | tuple[int, ...], dtype: Any) -> Any:
         return np.zeros(shape, dtype=dtype).view(CountingArray)
 
-    def arange(self, n):
+    def arange(self, n: int) -> Any:
         return np.arange(n).view(CountingArray)
 
-    def asarray(self, a, dtype, copy=True):
+    def asarray(self, a: Any, dtype: Any, copy: bool = True) -> Any:
         return np.array(_plain(a), dtype=dtype, copy=True if copy else None).view(CountingArray)
 
-    def transposed(self, a):
+    def transposed(self, a: Any) -> Any:
         return np.ascontiguousarray(_plain(a).T).view(CountingArray)
 
-    def to_numpy(self, a):
+    def to_numpy(self, a: Any) -> np.ndarray:
         return np.array(_plain(a), copy=True)
 
-    def kernel(self, k):
+    def kernel(self, k: Any) -> Callable[..., Any]:
         if not self.fused or k.cuda is None:
             return super().kernel(k)
 

@@ -167,3 +167,15 @@ def test_sgd_state_is_named_and_round_trips():
     other.load_state_dict(net, state)
     np.testing.assert_array_equal(other.state_dict(net)["velocity"], state["velocity"])
     assert gpumlp.SGD.get_state is gpumlp.SGD.state_dict          # the 0.4 names still work
+
+
+def test_fit_is_quiet_unless_asked(capsys):
+    """A library call prints nothing by default (progress belongs to the command line);
+    progress=True logs one line per epoch."""
+    X, y = problem(n=16)
+    gpumlp.fit(net64(), X, y, gpumlp.SGD(0.1), epochs=2, batch_size=8)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+    lines = []
+    gpumlp.fit(net64(), X, y, gpumlp.SGD(0.1), epochs=2, batch_size=8, progress=True, log=lines.append)
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]

@@ -44,6 +44,12 @@ class Classifier:
         """The classifier in ``path`` (a folder from ``gpumlp train --out``, or its model.npz)."""
         path = os.path.join(path, "model.npz") if os.path.isdir(path) else path
         net, meta, arrays = io.load(path, device=device)
+        return cls.from_arrays(net, arrays, meta, str(path))
+
+    @classmethod
+    def from_arrays(cls, net: MLP, arrays: dict[str, Any], meta: dict[str, Any], path: str) -> Classifier:
+        """The classifier of ``net`` with the scaling and class names a file at ``path`` holds in
+        ``arrays`` (a model.npz's, or a checkpoint's), each checked; errors name ``path``."""
         missing = {"x_mean", "x_scale", "classes"} - set(arrays)
         if missing:
             raise ValueError(f"{path} lacks {sorted(missing)}: it holds a network without its scaling "

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import io
 from .classifier import Classifier
-from .data import SPLIT_VERSION, Standardizer
+from .data import SPLIT_VERSION
 from .model import MLP
 from .noise import NoiseScale
 from .train import TrainState
@@ -146,16 +146,8 @@ class RunDir:
             return Classifier.load(self.file("model.npz"), device=device), None
         path = self.file("checkpoint.npz")
         ck = io.load_checkpoint(path, device=device)
-        missing = {"x_mean", "x_scale", "classes"} - set(ck.arrays)
-        if missing:
-            raise ValueError(f"{path} is damaged: it lacks {sorted(missing)}")
-        d0 = ck.net.sizes[0]
         meta = {k: v for k, v in ck.meta.items() if k not in ("args", "history", "noise_scale_state")}
-        try:
-            scaler = Standardizer(ck.arrays["x_mean"].reshape(d0, 1), ck.arrays["x_scale"].reshape(d0, 1))
-            clf = Classifier(ck.net, scaler, ck.arrays["classes"], meta)
-        except ValueError as e:
-            raise ValueError(f"{path} is damaged: {e}") from None
+        clf = Classifier.from_arrays(ck.net, ck.arrays, meta, path)
         return clf, (f"{self.path} holds no model.npz (its run did not finish): using checkpoint.npz, "
                      f"as of epoch {ck.state.epoch}")
 

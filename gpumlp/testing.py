@@ -277,3 +277,16 @@ class CountingBackend(Backend):
             with TALLY.pause():
                 twin(*_plain(args))
         return run
+
+
+def mpiexec() -> str:
+    """The path of the ``mpiexec`` beside this Python (the venv's MPICH) or on PATH; inside
+    pytest, a skip without mpi4py or without an mpiexec."""
+    import shutil
+
+    import pytest
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
+    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if exe is None:
+        pytest.skip("no mpiexec on the PATH")
+    return exe

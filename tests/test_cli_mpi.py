@@ -1,27 +1,17 @@
 """gpumlp train under mpiexec, as a user launches it: rank 0 alone speaks, an error is one
 line without MPI_Abort's noise, and the hints repeat the launch."""
 import os
-import shutil
 import subprocess
 import sys
 
-import pytest
+from gpumlp.testing import mpiexec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def mpiexec():
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
-    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if exe is None:
-        pytest.skip("no mpiexec on the PATH")
-    return exe
 
 
 def job_env(**extra):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPIEXEC_TIMEOUT": "120",
            "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra}
-    env.pop("PYTHONUNBUFFERED", None)
     return env
 
 

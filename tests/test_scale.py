@@ -1,7 +1,6 @@
 """Micro-batching in one process, and the real MPI jobs (2 and 3 ranks) that run
 tests/test_mpi.py and the data-parallel command line."""
 import os
-import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 import gpumlp
+from gpumlp.testing import mpiexec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,14 +78,6 @@ def test_micro_batch_is_checked():
 
 
 # -- real MPI jobs ------------------------------------------------------------------------------
-
-def mpiexec():
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
-    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if exe is None:
-        pytest.skip("no mpiexec on the PATH")
-    return exe
-
 
 def job_env(ranks):
     return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPIEXEC_TIMEOUT": "240", "GPUMLP_TEST_RANKS": str(ranks),

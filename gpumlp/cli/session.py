@@ -25,11 +25,6 @@ class Interrupted(Exception):
     """Ctrl-C during training, after the last completed epoch was saved (or not)."""
 
 
-def state_of(optimizer: Any, net: Any) -> dict[str, Any]:
-    """The optimizer's state, by the name the optimizer has for it."""
-    return (getattr(optimizer, "state_dict", None) or optimizer.get_state)(net)
-
-
 class Checkpoints(Hook):
     """The run folder's hook: after each epoch, its record, and the snapshot a checkpoint is
     written from, go to the recorder (``state`` is the TrainState fit advances; ``t0`` when
@@ -39,7 +34,7 @@ class Checkpoints(Hook):
         self.recorder, self.optimizer, self.state, self.t0 = recorder, optimizer, state, t0
 
     def after_epoch(self, trainer: Trainer, record: dict[str, Any]) -> bool | None:
-        self.recorder.on_epoch(trainer.net, state_of(self.optimizer, trainer.net), record, self.state,
+        self.recorder.on_epoch(trainer.net, self.optimizer.state_dict(trainer.net), record, self.state,
                                time.perf_counter() - self.t0)
         return None
 

@@ -125,7 +125,7 @@ def _resume(a, given, job, run):
                              "a resumed run must see the same data")
     optimizer = optimizer_of(opts)
     try:
-        (getattr(optimizer, "load_state_dict", None) or optimizer.set_state)(ck.net, ck.optimizer_state)
+        optimizer.load_state_dict(ck.net, ck.optimizer_state)
     except ValueError as e:
         raise ValueError(f"{run.file('checkpoint.npz')} is damaged: {e}") from None
     job.say(f"gpumlp: resuming {a.resume} after epoch {done} of {opts['epochs']}", flush=True)

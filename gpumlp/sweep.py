@@ -25,7 +25,6 @@ import numpy as np
 
 from .checks import number, positive_int
 from .engine import Hook, Trainer
-from .losses import check_margin, get_loss
 from .noise import NoiseScale, StepRecords
 from .optim import SGD
 
@@ -94,8 +93,6 @@ def train_to_target(net: MLP, X: Any, y: Any, X_test: Any, y_test: Any, optimize
     eval_every = positive_int(eval_every, "eval_every")
     target = number(target, "target", lambda v: 0 < v <= 1, "a test accuracy in (0, 1]")
     warmup_samples = number(warmup_samples, "warmup_samples", lambda v: v >= 0, "a number >= 0")
-    get_loss(loss)
-    check_margin(margin)
     if not isinstance(optimizer, SGD):
         raise ValueError(f"optimizer must be a gpumlp.SGD (its lr is ramped for the warm-up); got {optimizer!r}")
     micro = None if micro_batch is None else positive_int(micro_batch, "micro_batch")

@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 
 from .checks import positive_int
 from .engine import Hook, OutOfDeviceMemory, Trainer, TrainingDiverged, is_out_of_memory
-from .losses import check_margin, get_loss
 from .noise import NoiseScale
 from .state import TrainState
 
@@ -94,8 +93,6 @@ def fit(net: MLP, X: Any, y: Any, optimizer: Optimizer, loss: str = "ce", margin
     micro_batch = None if micro_batch is None else positive_int(micro_batch, "micro_batch")
     if (X_test is None) != (y_test is None):
         raise ValueError("give X_test and y_test together, or neither")
-    get_loss(loss)
-    check_margin(margin)
     if not (isinstance(noise_scale, (bool, NoiseScale))):
         raise ValueError(f"noise_scale must be True, False or a gpumlp.noise.NoiseScale; got {noise_scale!r}")
     if state is None:

@@ -199,8 +199,10 @@ class CountingArray(np.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         name = ufunc.__name__ + ("" if method == "__call__" else "." + method)
         TALLY.log(name)
+        if out is not None:                  # NumPy refuses out=None where a ufunc has two outputs
+            kwargs["out"] = _plain(out)
         with TALLY.pause():
-            result = getattr(ufunc, method)(*_plain(inputs), out=_plain(out), **kwargs)
+            result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
         if out is None:
             TALLY.alloc(name, result)
             return _wrap(result)

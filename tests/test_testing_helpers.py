@@ -443,6 +443,16 @@ def test_a_ufunc_into_out_allocates_nothing_and_returns_out(tally):
     assert tally.other == ["divmod"] and tally.allocs == []
 
 
+def test_a_ufunc_with_two_outputs_and_no_out_allocates_its_pair(tally):
+    # NumPy refuses out=None for a ufunc with two outputs: the counting array must not pass it
+    q, r = np.divmod(counted([7.0, 9.0]), 4.0)
+    assert type(q) is CountingArray and type(r) is CountingArray
+    assert q.tolist() == [1.0, 2.0] and r.tolist() == [3.0, 1.0]
+    m = np.modf(counted([1.5, -2.25]))
+    assert type(m) is tuple and m[0].tolist() == [0.5, -0.25] and m[1].tolist() == [1.0, -2.0]
+    assert tally.other == ["divmod", "modf"]
+    assert tally.allocs == ["divmod -> ()", "modf -> ()"]       # one entry for the pair: a tuple has no shape
+
 def test_a_numpy_function_is_logged_and_its_new_buffer_allocated(tally):
     a = counted([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     s = np.sum(a)

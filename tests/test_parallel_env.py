@@ -4,6 +4,7 @@ import io
 import sys
 import types
 
+import numpy as np
 import pytest
 
 from gpumlp import parallel
@@ -72,3 +73,104 @@ def test_a_job_knows_its_root_and_sums_host_values():
     out = run_ranks(2, body)
     assert out[0] == (True, [1, 2], "f", "DataParallel(rank=0, size=2)", True, False)
     assert out[1][0] is False and out[1][1] == [1, 2]
+
+
+def test_the_launchers_count_is_read_from_the_mapping_given():
+    assert parallel._launcher_size({}) == 0                     # the launcher did not say
+    assert parallel._launcher_size({"PMI_SIZE": "x", "PMIX_SIZE": "4"}) == 4
+    assert parallel._launcher_size({"OMPI_COMM_WORLD_SIZE": "2", "PMIX_SIZE": "4"}) == 2
+
+
+class _Spy:
+    """A communicator that records its calls (one rank, no MPI constants of its own)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def Get_rank(self):  # noqa: N802
+        return 0
+
+    def Get_size(self):  # noqa: N802
+        return 1
+
+    def Split_type(self, kind):  # noqa: N802
+        self.calls.append(("Split_type", kind))
+        return self
+
+    def Free(self):  # noqa: N802
+        self.calls.append(("Free",))
+
+    def Allreduce(self, send, recv, op=None):  # noqa: N802
+        self.calls.append(("Allreduce", op))
+        recv[...] = recv if send is IN_PLACE else send
+
+    def Bcast(self, buf, root=None):  # noqa: N802
+        self.calls.append(("Bcast", root))
+
+
+IN_PLACE = object()
+
+
+def test_a_communicator_without_constants_takes_mpi4pys(monkeypatch):
+    MPI = types.SimpleNamespace(COMM_TYPE_SHARED="shared-kind", IN_PLACE=IN_PLACE, SUM="sum-op")
+    monkeypatch.setitem(sys.modules, "mpi4py", types.SimpleNamespace(MPI=MPI))
+    spy = _Spy()
+    dp = DataParallel(spy)
+    assert dp.MPI is MPI and spy.calls == [("Split_type", "shared-kind"), ("Free",)]
+    assert (dp.rank, dp.size, dp.local_rank, dp.local_size) == (0, 1, 0, 1)
+    spy.calls.clear()
+    a = np.arange(3.0)
+    dp.allreduce(None, a)
+    dp.broadcast(None, a)
+    assert dp.sum([1.5]).tolist() == [1.5]
+    assert spy.calls == [("Allreduce", "sum-op"), ("Bcast", 0), ("Allreduce", "sum-op")]
+
+
+class _DeviceArray:
+    """A stand-in device array: values reach the host only through get(out=) and set()."""
+
+    def __init__(self, values):
+        self.values = np.array(values)
+        self.shape, self.dtype = self.values.shape, self.values.dtype
+
+    def get(self, out):
+        out[...] = self.values
+
+    def set(self, host):
+        self.values[...] = host
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_device_arrays_are_staged_through_one_host_buffer(dtype):
+    def rank(comm):
+        dp = DataParallel(comm)
+        a = _DeviceArray(np.arange(4, dtype=dtype) * (comm.Get_rank() + 1))
+        dp.allreduce(None, a)
+        stage = dp._stage
+        dp.allreduce(None, a)
+        assert dp._stage is stage and stage.dtype == np.dtype(dtype)     # made once, of the array's dtype
+        b = _DeviceArray(np.zeros(3, dtype=dtype) + comm.Get_rank())
+        dp.broadcast(None, b)
+        return a.values.tolist(), b.values.tolist()
+
+    for summed, root in run_ranks(2, rank):
+        assert summed == [0.0, 6.0, 12.0, 18.0] and root == [0.0, 0.0, 0.0]
+
+
+def test_sums_of_host_values_are_int64_or_float64():
+    def rank(comm):
+        dp = DataParallel(comm)
+        ints = dp.sum(np.array([True, False]))
+        small = dp.sum(np.array([100], dtype=np.int8))
+        floats = dp.sum(np.array([0.1], dtype=np.float32))
+        return ints, small, floats
+
+    for ints, small, floats in run_ranks(2, rank):
+        assert ints.dtype == np.int64 and ints.tolist() == [2, 0]
+        assert small.dtype == np.int64 and small.tolist() == [200]          # no int8 wrap-around
+        assert floats.dtype == np.float64 and floats[0] == 2 * float(np.float32(0.1))
+
+
+def test_agree_compares_every_rank_with_rank_0():
+    assert run_ranks(3, lambda comm: DataParallel(comm).agree(min(comm.Get_rank(), 1))) == [False] * 3
+    assert run_ranks(3, lambda comm: DataParallel(comm).agree("same")) == [True] * 3

@@ -88,3 +88,35 @@ def test_gpumlp_example_prints_the_walkthrough_in_the_homeworks_order():
     for text in ("L = 0.4916", "L (after the step) = 0.4657", "0.4580    0.1205   -0.4420    0.1195",
                  "-0.0203   -0.0222    0.0239    0.0000", "0.0715    0.1330    0.0812"):
         assert text in out
+
+
+def test_the_walkthrough_text_exactly():
+    from gpumlp.example import walkthrough
+    text = walkthrough({"a": 1.23456, "M": np.array([[1.0, -0.00001], [2.0, -3.0]]), "v": np.array([0.5, -1.0])})
+    assert text == ("Exercise 2: 2-3-1 ReLU network, no bias, L = ½‖Y − y‖²_F / N, SGD lr = 0.5\n"
+                    "\n"
+                    "a = 1.2346\n"
+                    "\n"
+                    "M =\n"
+                    "      1.0000    0.0000\n"                 # -0.0000 is printed as 0.0000
+                    "      2.0000   -3.0000\n"
+                    "\n"
+                    "v =\n"
+                    "      0.5000   -1.0000\n")
+
+
+def test_the_walkthrough_of_exercise2_in_process():
+    from gpumlp.example import walkthrough
+    lines = walkthrough(exercise2()).splitlines()
+    assert lines[2:7] == ["S_1 =", "      0.4580    0.1205   -0.4420    0.1195",
+                          "      0.8690    0.1615   -0.1810    0.1185",
+                          "      0.7040    0.0440    0.7040   -0.0440", ""]
+    assert "L = 0.4916" in lines and lines[-2:] == ["", "L (after the step) = 0.4657"]
+
+
+def test_exercise2_returns_floats_and_arrays_of_its_dtype_on_its_device():
+    got = exercise2(dtype="float32")
+    assert type(got["L"]) is float and type(got["L (after the step)"]) is float
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for k, v in got.items() if not k.startswith("L"))
+    with pytest.raises(gpumlp.DeviceUnavailableError):      # no GPU here: the device asked for is used, not "auto"
+        exercise2(device="gpu")

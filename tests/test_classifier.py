@@ -6,6 +6,7 @@ import pytest
 
 from gpumlp import MLP, Classifier, io
 from gpumlp.data import Standardizer
+from gpumlp.testing import exact
 
 D0, H, K = 3, 4, 3
 RNG = np.random.default_rng(3)
@@ -131,3 +132,181 @@ def test_misshapen_or_bad_scaling_is_refused(tmp_path, key, value, what):
     io.save(str(tmp_path / "model.npz"), _classifier().net, {}, **arrays)
     with pytest.raises(ValueError, match=what):
         Classifier.load(str(tmp_path), device="cpu")
+
+
+# -- construction, one check at a time --------------------------------------------------------
+
+def _net(sizes=(D0, H, K), dtype="float64"):
+    net = MLP(list(sizes), activation="tanh", dtype=dtype, device="cpu", seed=0)
+    if tuple(sizes) == (D0, H, K):
+        net.set_params([W1, W2], [B1, B2])
+    return net
+
+
+def test_the_classifier_keeps_its_parts_and_a_copy_of_meta():
+    meta = {"loss": "hinge"}
+    scaler = Standardizer(MEAN, SCALE)
+    clf = Classifier(_net(), scaler, ["cat", "dog", "emu"], meta)
+    meta["loss"] = "ce"
+    assert clf.meta == {"loss": "hinge"} and clf.scaler is scaler
+    assert type(clf.classes) is np.ndarray and clf.classes.tolist() == ["cat", "dog", "emu"]
+    assert Classifier(_net(), scaler, CLASSES).meta == {}
+
+
+@pytest.mark.parametrize("classes, shape", [(["cat", "dog"], "(2,)"), ([["cat", "dog", "emu"]], "(1, 3)"),
+                                            (["a", "b", "c", "d"], "(4,)")])
+def test_classes_of_the_wrong_shape_are_refused(classes, shape):
+    with pytest.raises(ValueError, match=exact(f"classes must name the model's 3 outputs; got {shape}")):
+        Classifier(_net(), Standardizer(MEAN, SCALE), classes)
+
+
+def test_two_classes_out_of_order_are_refused_and_one_class_is_fine():
+    scaler = Standardizer(MEAN, SCALE)
+    with pytest.raises(ValueError, match=exact(
+            "classes must be sorted and distinct (output j names the j-th smallest label, as np.unique gives "
+            "them); got ['dog', 'cat']")):
+        Classifier(_net((D0, 2)), scaler, ["dog", "cat"])
+    assert Classifier(_net((D0, 1)), scaler, ["only"]).classes.tolist() == ["only"]
+
+
+def test_unsorted_classes_are_named_ten_at_most():
+    classes = list(range(12))[::-1]
+    with pytest.raises(ValueError, match=exact(
+            "classes must be sorted and distinct (output j names the j-th smallest label, as np.unique gives "
+            "them); got [11, 10, 9, 8, 7, 6, 5, 4, 3, 2]")):
+        Classifier(_net((D0, 12)), Standardizer(MEAN, SCALE), classes)
+
+
+def test_a_scaler_for_other_features_is_refused():
+    with pytest.raises(ValueError, match=exact("the scaler is for 4 features; the model takes 3")):
+        Classifier(_net(), Standardizer(np.zeros((4, 1)), np.ones((4, 1))), CLASSES)
+
+
+def test_repr_names_the_net_and_ten_classes_at_most():
+    clf = _classifier()
+    assert repr(clf) == f"Classifier({clf.net!r}, classes=['cat', 'dog', 'emu'])"
+    many = Classifier(_net((D0, 12)), Standardizer(MEAN, SCALE), list(range(12)))
+    assert repr(many) == f"Classifier({many.net!r}, classes=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9])"
+
+
+# -- from_arrays: what a file must hold ---------------------------------------------------------
+
+PATH = "runs/a/model.npz"
+
+
+def _arrays(**change):
+    arrays = {"x_mean": MEAN, "x_scale": SCALE, "classes": CLASSES}
+    arrays.update(change)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+def test_from_arrays_takes_the_scaling_as_a_column_and_the_meta():
+    clf = Classifier.from_arrays(_net(), _arrays(x_mean=MEAN.ravel()), {"loss": "hinge", "margin": 0.5}, PATH)
+    assert clf.scaler.mean.shape == clf.scaler.scale.shape == (D0, 1)
+    np.testing.assert_array_equal(clf.scaler.mean, MEAN)
+    np.testing.assert_array_equal(clf.scaler.scale, SCALE)
+    assert clf.classes.tolist() == CLASSES.tolist() and clf.meta == {"loss": "hinge", "margin": 0.5}
+    X, _ = _data(4)
+    np.testing.assert_allclose(clf.outputs(X), _outputs_by_hand(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("drop, named", [({"classes": None}, "['classes']"),
+                                         ({"x_mean": None, "x_scale": None}, "['x_mean', 'x_scale']"),
+                                         ({"x_scale": None, "classes": None}, "['classes', 'x_scale']")])
+def test_a_file_without_its_scaling_or_classes_is_named(drop, named):
+    with pytest.raises(ValueError, match=exact(
+            f"{PATH} lacks {named}: it holds a network without its scaling and class names "
+            "(save one with Classifier.save or gpumlp train --out)")):
+        Classifier.from_arrays(_net(), _arrays(**drop), {}, PATH)
+
+
+@pytest.mark.parametrize("key, value, got", [
+    ("x_mean", np.zeros(D0 + 1), "float64 of shape (4,)"),
+    ("x_scale", np.ones((1, D0)), "float64 of shape (1, 3)"),
+    ("x_scale", np.ones((D0, 2)), "float64 of shape (3, 2)"),
+    ("x_mean", np.zeros(D0, dtype=np.int64), "int64 of shape (3,)"),
+    ("x_scale", np.ones(D0, dtype=bool), "bool of shape (3,)"),
+    ("x_mean", np.array([0.0, np.inf, 0.0]), "float64 of shape (3,)"),
+    ("x_scale", np.array([[1.0], [np.nan], [1.0]]), "float64 of shape (3, 1)"),
+])
+def test_damaged_scaling_is_named_with_what_it_holds(key, value, got):
+    with pytest.raises(ValueError, match=exact(
+            f"{PATH} is damaged: its {key} must be {D0} finite numbers for the model's {D0} inputs; got {got}")):
+        Classifier.from_arrays(_net(), _arrays(**{key: value}), {}, PATH)
+
+
+@pytest.mark.parametrize("scale", [[1.0, 0.0, 2.0], [1.0, -2.0, 2.0]])
+def test_a_scale_that_is_not_positive_is_damage(scale):
+    with pytest.raises(ValueError, match=exact(f"{PATH} is damaged: its x_scale has values <= 0")):
+        Classifier.from_arrays(_net(), _arrays(x_scale=np.array(scale)), {}, PATH)
+
+
+def test_float32_scaling_is_taken():
+    clf = Classifier.from_arrays(_net(), _arrays(x_mean=MEAN.astype(np.float32)), {}, PATH)
+    np.testing.assert_array_equal(clf.scaler.mean, MEAN.astype(np.float32))
+
+
+def test_classes_a_file_gets_wrong_are_damage_naming_the_file():
+    with pytest.raises(ValueError, match=exact(
+            f"{PATH} is damaged: classes must name the model's 3 outputs; got (2,)")):
+        Classifier.from_arrays(_net(), _arrays(classes=np.array(["a", "b"])), {}, PATH)
+
+
+def test_load_names_the_file_it_read(tmp_path):
+    path = tmp_path / "model.npz"
+    io.save(str(path), _net(), {}, x_mean=MEAN, x_scale=SCALE)
+    with pytest.raises(ValueError, match=exact(
+            f"{path} lacks ['classes']: it holds a network without its scaling and class names "
+            "(save one with Classifier.save or gpumlp train --out)")):
+        Classifier.load(tmp_path, device="cpu")
+
+
+def test_load_defaults_to_the_automatic_device(tmp_path):
+    _classifier({"loss": "ce"}).save(str(tmp_path / "model.npz"))
+    clf = Classifier.load(tmp_path)
+    X, _ = _data(6)
+    assert clf.predict(X).tolist() == _classifier().predict(X).tolist()
+
+
+# -- features, outputs, predictions ------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, hint", [((5, D0), " — one sample per row? pass X.T"), ((D0,), ""), ((4, 5), ""),
+                                         ((D0, 2, 1), "")])
+def test_features_of_the_wrong_shape_are_refused_with_a_hint_for_rows(shape, hint):
+    with pytest.raises(ValueError, match=exact(
+            f"X must be {D0} × N (one sample per column); got shape {shape}{hint}")):
+        _classifier().predict(np.zeros(shape))
+
+
+def test_a_float32_model_refuses_features_that_overflow_float32_once_scaled():
+    net = _net(dtype="float32")
+    clf = Classifier(net, Standardizer(MEAN, SCALE), CLASSES)
+    X = np.array([[1e39], [0.0], [0.0]])                       # finite in float64, not in float32
+    with pytest.raises(ValueError, match="float32"):
+        clf.outputs(X)
+
+
+def test_integer_features_are_scaled_as_floats():
+    X = np.array([[10, 12], [-5, -4], [0, 1]])
+    np.testing.assert_allclose(_classifier().outputs(X), _outputs_by_hand(X.astype(float)), rtol=1e-12)
+
+
+def test_outputs_and_predict_pass_their_batch_size_on(monkeypatch):
+    clf = _classifier()
+    seen = []
+    monkeypatch.setattr(clf.net, "outputs", lambda Z, batch_size: seen.append(("outputs", batch_size)) or Z)
+    monkeypatch.setattr(clf.net, "predict", lambda Z, batch_size: seen.append(("predict", batch_size)) or
+                        np.zeros(Z.shape[1], dtype=np.int64))
+    X, _ = _data(2)
+    clf.outputs(X)
+    clf.outputs(X, 7)
+    clf.predict(X)
+    clf.predict(X, batch_size=5)
+    assert seen == [("outputs", 4096), ("outputs", 7), ("predict", 4096), ("predict", 5)]
+
+
+def test_the_hinge_without_a_recorded_margin_uses_margin_1():
+    X, y = _data(25)
+    Y = _outputs_by_hand(X)
+    loss, _ = _classifier({"loss": "hinge"}).evaluate(X, y)
+    assert loss == pytest.approx(_hinge_by_hand(Y, np.searchsorted(CLASSES, y), 1.0), rel=1e-12)

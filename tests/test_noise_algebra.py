@@ -18,7 +18,9 @@ import math
 import numpy as np
 import pytest
 
-from gpumlp.noise import NoiseScale, estimate
+from gpumlp import MLP
+from gpumlp.noise import NoiseScale, StepRecords, estimate
+from gpumlp.testing import exact
 
 D = 6
 RNG = np.random.default_rng(7)
@@ -198,3 +200,127 @@ def test_estimate_refuses_a_batch_larger_than_its_population():
         estimate([1.0, 1.0], [0.5, 0.5], [6, 7], population=D)
     tr, g2 = estimate(1.0, 0.5, 6, population=np.int64(D))             # B = D is the whole population
     assert np.isfinite(tr) and np.isfinite(g2)
+
+
+# -- the estimator's edges, one at a time -----------------------------------------------------
+
+def _one(trace, g2):
+    """(sum_s, grad_sq) of a batch of 2 whose i.i.d. estimates are exactly ``trace`` and ``g2``:
+    V = 2 (2 sum_s − grad_sq) = trace and grad_sq − V/2 = g2."""
+    return (g2 + trace) / 2, g2 + trace / 2
+
+
+def _fed(trace, g2):
+    ns = NoiseScale(decay=0)
+    return ns.update(*_one(trace, g2), 2)
+
+
+def test_the_helper_batch_gives_the_estimates_asked_for():
+    tr, g2 = estimate(*_one(1.0, 2.0), 2)
+    assert (float(tr), float(g2)) == (1.0, 2.0)
+    ns = _fed(1.0, 2.0)
+    assert (ns.trace, ns.grad_sq, ns.b_simple, ns.b_simple_mean, ns.b_simple_start) == (1.0, 2.0, 0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("trace, g2", [(0.0, 2.0), (-1.0, 2.0), (1.0, 0.0), (1.0, -2.0), (-1.0, -2.0),
+                                       (1e300, 1e-300)])
+def test_an_estimate_that_is_not_positive_or_a_ratio_that_overflows_is_unresolved(trace, g2):
+    """B_simple needs tr(Σ) > 0 and |G|² > 0 (and a finite ratio): None otherwise, never 0,
+    a negative number, inf or NaN."""
+    ns = _fed(trace, g2)
+    assert ns.steps == 1 and ns.trace == pytest.approx(trace) and ns.grad_sq == pytest.approx(g2)
+    assert (ns.b_simple, ns.b_simple_mean, ns.b_simple_start) == (None, None, None)
+
+
+def test_before_any_batch_every_figure_is_none():
+    ns = NoiseScale(population=6)
+    assert (ns.trace, ns.grad_sq, ns.b_simple, ns.b_simple_mean, ns.b_simple_start) == (None,) * 5
+    assert repr(ns) == "NoiseScale(b_simple=None, steps=0, population=6)"
+    assert repr(_fed(1.0, 2.0)) == "NoiseScale(b_simple=0.5, steps=1, population=None)"
+
+
+@pytest.mark.parametrize("B, shown", [(1, "1"), ([2, 1], "[2, 1]"), (0, "0")])
+def test_estimate_refuses_a_batch_of_one(B, shown):
+    with pytest.raises(ValueError, match=exact(
+            f"a batch of fewer than 2 columns says nothing about the variance; got batch_size {shown}")):
+        estimate(1.0, 0.5, B)
+
+
+def test_a_population_of_two_is_the_smallest():
+    """D = 2, B = 2: the batch is the population, |G|²_est = |ḡ|² and tr_est = V/2."""
+    tr, g2 = estimate(1.5, 2.5, 2, population=2)
+    assert (float(tr), float(g2)) == (0.5, 2.5)
+    assert NoiseScale(population=2).population == 2
+
+
+def test_estimate_refuses_a_population_in_so_many_words():
+    with pytest.raises(ValueError, match=exact(
+            "population must be the number of examples the batches are drawn from (an integer >= 2 and >= every "
+            "batch size) or None; got 5 for batch_size [2, 6]")):
+        estimate([1.0, 1.0], [0.5, 0.5], [2, 6], population=5)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_the_estimates_are_float64_whatever_the_inputs_precision(which):
+    """The docstring's "as float64": a long double input is brought down too."""
+    args = [1.5, 2.5, 2]
+    args[which] = np.longdouble(args[which])
+    tr, g2 = estimate(*args)
+    assert tr.dtype == g2.dtype == np.float64
+    assert (float(tr), float(g2)) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"decay": 1}, "decay must be a number in [0, 1); got 1"),
+    ({"decay": 1.5}, "decay must be a number in [0, 1); got 1.5"),
+    ({"decay": -0.1}, "decay must be a number in [0, 1); got -0.1"),
+    ({"decay": False}, "decay must be a number in [0, 1); got False"),
+    ({"decay": True}, "decay must be a number in [0, 1); got True"),
+    ({"decay": "0.5"}, "decay must be a number in [0, 1); got '0.5'"),
+    ({"start_samples": 0}, "start_samples must be a positive integer or None; got 0"),
+    ({"start_samples": 2.5}, "start_samples must be a positive integer or None; got 2.5"),
+    ({"start_samples": True}, "start_samples must be a positive integer or None; got True"),
+    ({"population": 1}, "population must be the number of examples (an integer >= 2) or None; got 1"),
+    ({"population": 6.0}, "population must be the number of examples (an integer >= 2) or None; got 6.0"),
+    ({"population": True}, "population must be the number of examples (an integer >= 2) or None; got True"),
+])
+def test_noise_scale_refuses_each_bad_setting_in_so_many_words(kwargs, message):
+    with pytest.raises(ValueError, match=exact(message)):
+        NoiseScale(**kwargs)
+
+
+def test_noise_scale_takes_the_edges_of_its_settings():
+    ns = NoiseScale(population=np.int64(2), decay=0, start_samples=np.int64(1))
+    assert (ns.population, ns.decay, ns.start_samples) == (2, 0.0, 1)
+    assert type(ns.decay) is float and type(ns.start_samples) is int
+    assert NoiseScale(decay=np.float32(0.5)).decay == 0.5
+    assert NoiseScale(start_samples=7, population=3).start_samples == 7       # start_samples, then D, then 1
+    assert NoiseScale(population=3).start_samples == 3
+
+
+def test_the_moving_averages_by_hand():
+    """decay 0.5 over batches (tr, |G|²) = (1, 2) then (4, 2): the EMAs start at 0 and are
+    bias-corrected by 1 − 0.5² = 0.75, so tr(Σ) = (0.25·1 + 0.5·4)/0.75 = 3, |G|² = 2."""
+    ns = NoiseScale(decay=0.5)
+    ns.update(*_one(1.0, 2.0), 2)
+    assert (ns.trace, ns.grad_sq, ns._weight) == (1.0, 2.0, 0.5)
+    ns.update(*_one(4.0, 2.0), 2)
+    assert (ns.trace, ns.grad_sq, ns.b_simple) == (3.0, 2.0, 1.5)
+    assert (ns.b_simple_mean, ns.steps, ns.samples) == (5.0 / 4.0, 2, 4)
+    assert ns.to_json() == {"population": None, "decay": 0.5, "start_samples": 1, "steps": 2, "samples": 4,
+                            "ema": [2.25, 1.5], "weight": 0.75, "sum": [5.0, 4.0], "start": [1.0, 2.0]}
+    assert ns.b_simple_start == 0.5                            # the first batch alone began within 1 sample
+
+
+# -- the device records ---------------------------------------------------------------------
+
+def test_zero_norms_clears_its_row_alone():
+    net = MLP([3, 2], dtype="float64", device="cpu")
+    records = StepRecords(net, 4)
+    assert records.sum_s.shape == records.grad_sq.shape == (4, 1)
+    assert records.sum_s.dtype == records.grad_sq.dtype == np.float64
+    records.sum_s[...] = 7.0
+    records.zero_norms(1)
+    assert records.sum_s[:, 0].tolist() == [7.0, 0.0, 7.0, 7.0]
+    records.zero_norms(3)
+    assert records.sum_s[:, 0].tolist() == [7.0, 0.0, 7.0, 0.0]

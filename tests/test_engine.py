@@ -1,12 +1,15 @@
 """The public engine (gpumlp.engine) and the optimizer contract (gpumlp.optim)."""
+import time
+
 import numpy as np
 import pytest
 
 import gpumlp
-from gpumlp.engine import DeviceData, Hook, Step, Trainer
+from gpumlp.engine import DeviceData, Hook, Step, Trainer, TrainingDiverged, is_out_of_memory
 from gpumlp.losses import cross_entropy
+from gpumlp.noise import NoiseScale, StepRecords
 from gpumlp.optim import L2Penalty
-from gpumlp.testing import random_problem
+from gpumlp.testing import exact, random_problem, ref_hinge, ref_mse
 
 SIZES = [6, 9, 4]
 
@@ -179,3 +182,390 @@ def test_fit_is_quiet_unless_asked(capsys):
     lines = []
     gpumlp.fit(net64(), X, y, gpumlp.SGD(0.1), epochs=2, batch_size=8, progress=True, log=lines.append)
     assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+
+
+# -- is_out_of_memory ---------------------------------------------------------------------------
+
+OutOfMemoryError = type("OutOfMemoryError", (Exception,), {})        # CuPy's, by name
+
+
+@pytest.mark.parametrize("error, expected", [
+    (MemoryError(), True),
+    (MemoryError("no more"), True),
+    (OutOfMemoryError("Out of memory allocating 1,024 bytes"), True),
+    (RuntimeError("cuBLAS failed: CUBLAS_STATUS_ALLOC_FAILED"), True),
+    (ValueError("CUBLAS_STATUS_ALLOC_FAILED"), True),
+    (RuntimeError("cublas_status_alloc_failed"), False),
+    (RuntimeError("CUBLAS_STATUS_NOT_INITIALIZED"), False),
+    (RuntimeError("out of memory"), False),
+    (type("OutOfMemory", (Exception,), {})(), False),
+    (KeyboardInterrupt(), False),
+])
+def test_is_out_of_memory_knows_its_three_signs(error, expected):
+    assert is_out_of_memory(error) is expected
+
+
+# -- DeviceData -------------------------------------------------------------------------------
+
+def test_device_data_stores_one_sample_per_row_in_the_models_dtype():
+    X, y = problem(n=7)
+    net = gpumlp.MLP(SIZES, dtype="float32", device="cpu", seed=0)
+    data = DeviceData(net, X, y)
+    assert (data.N, data.kind, data.backend) == (7, "labels", net.backend)
+    assert data.XT.shape == (7, 6) and data.XT.dtype == np.float32
+    np.testing.assert_array_equal(data.XT, X.T.astype(np.float32))
+    np.testing.assert_array_equal(data.y, y)
+    assert data.loss.shape == data.hit.shape == (7,)
+    assert data.loss.dtype == np.float32 and data.hit.dtype == np.bool_
+    assert data.XTe is data.XT and data.ye is data.y and data.records is None
+
+
+def test_device_data_takes_real_targets_one_row_per_sample():
+    X, _ = problem(n=5)
+    T = np.arange(20.0).reshape(4, 5)
+    data = Trainer(net64(), gpumlp.SGD(0.1), loss="squared_error").data(X, T)
+    assert data.kind == "targets" and data.y.shape == (5, 4)
+    np.testing.assert_array_equal(data.y, T.T)
+    with pytest.raises(ValueError, match=exact("kind must be 'labels' or 'targets'; got 'nope'")):
+        DeviceData(net64(), X, T, kind="nope")
+
+
+def test_shuffle_gathers_into_a_copy_made_once():
+    X, y = problem(n=6)
+    data = DeviceData(net64(), X, y)
+    XT, labels = np.array(data.XT), np.array(data.y)
+    order = np.array([3, 0, 5, 1, 4, 2])
+    data.shuffle(order)
+    np.testing.assert_array_equal(data.XTe, XT[order])
+    np.testing.assert_array_equal(data.ye, labels[order])
+    np.testing.assert_array_equal(data.XT, XT)                       # the stored order is kept
+    np.testing.assert_array_equal(data.y, labels)
+    copy = data.XTe
+    data.shuffle(order[::-1].tolist() and order[::-1].copy())
+    assert data.XTe is copy
+    np.testing.assert_array_equal(data.XTe, XT[order[::-1]])
+    np.testing.assert_array_equal(data.ye, labels[order[::-1]])
+
+
+@pytest.mark.parametrize("order, shape", [(np.arange(5), "(5,)"), (np.arange(6).reshape(2, 3), "(2, 3)"),
+                                          ([0, 1, 2, 3, 4, 5], "()")])
+def test_shuffle_refuses_anything_but_n_positions(order, shape):
+    data = DeviceData(net64(), *problem(n=6))
+    with pytest.raises(ValueError, match=exact(f"order must be a permutation of the 6 columns; got shape {shape}")):
+        data.shuffle(order)
+
+
+# -- Step and the Trainer's construction ------------------------------------------------------------
+
+def test_step_holds_its_fields_and_size():
+    step = Step(2, 1, 8, 13, 5, 3)
+    assert (step.epoch, step.index, step.start, step.stop, step.number, step.steps, step.size) == (2, 1, 8, 13, 5, 3, 5)
+    assert repr(step) == "Step(epoch=2, index=1, rows=8:13, number=5)"
+
+
+def test_the_trainer_holds_its_settings():
+    net, opt = net64(), gpumlp.SGD(0.1)
+    t = Trainer(net, opt)
+    assert (t.net, t.optimizer, t.loss, t.kind, t.margin, t.micro, t.parallel) == (net, opt, "ce", "labels", 1.0,
+                                                                                   None, None)
+    t = Trainer(net, opt, loss="hinge", margin=0.25, micro_batch=3)
+    assert (t.loss, t.kind, t.margin, t.micro) == ("hinge", "labels", 0.25, 3)
+    assert Trainer(net, opt, loss="squared_error").kind == "targets"
+
+
+class Named:
+    def __repr__(self):
+        return "<named>"
+
+
+def test_the_trainer_refuses_an_optimizer_without_update_or_step():
+    with pytest.raises(ValueError, match=exact("optimizer must have an update(net, normalizer) or a step(net) method, "
+                                               "as gpumlp.SGD does; got <named>")):
+        Trainer(net64(), Named())
+    odd = Named()
+    odd.update, odd.step = 3, "x"                                    # attributes that are not methods
+    with pytest.raises(ValueError, match="optimizer must have"):
+        Trainer(net64(), odd)
+    with pytest.raises(ValueError, match=exact("micro_batch must be a positive integer; got 0")):
+        Trainer(net64(), gpumlp.SGD(0.1), micro_batch=0)
+    with pytest.raises(ValueError, match=exact("margin must be a finite number >= 0; got -1")):
+        Trainer(net64(), gpumlp.SGD(0.1), margin=-1)
+
+
+def test_an_optimizer_with_only_step_is_called_through_it():
+    class StepOnly:
+        lr = 0.5
+
+        def __init__(self):
+            self.calls = []
+
+        def step(self, net):
+            self.calls.append(net)
+
+    inner = StepOnly()
+    net = net64()
+    t = Trainer(net, inner)
+    assert t.optimizer is not inner and t.optimizer.inner is inner and t.optimizer.lr == 0.5
+    data = t.data(*problem(n=10))
+    t.step(data, 0, 4)
+    t.step(data, 4, 10)
+    assert inner.calls == [net, net]
+    del StepOnly.lr
+    assert Trainer(net, StepOnly()).optimizer.lr == "?"
+
+
+def test_an_optimizer_with_update_is_used_as_it_is():
+    class Both:
+        def __init__(self):
+            self.calls = []
+
+        def update(self, net, normalizer):
+            self.calls.append(("update", normalizer))
+
+        def step(self, net):
+            self.calls.append(("step",))
+
+    opt = Both()
+    t = Trainer(net64(), opt)
+    assert t.optimizer is opt
+    t.step(t.data(*problem(n=10)), 3, 8)
+    assert opt.calls == [("update", 5)]
+
+
+# -- step, gradients and score against the loss by hand -------------------------------------------
+
+def test_a_step_on_rows_inside_the_order_normalises_by_its_own_columns():
+    """Rows [3, 8) of a shuffled order: the mean loss over those 5 columns, and 5 passed on."""
+    X, y = problem(n=10)
+    order = np.array([9, 2, 4, 0, 7, 1, 8, 3, 6, 5])
+    hand, net = net64(), net64()
+    cols = order[3:8]
+    Y = hand.forward(X[:, cols])
+    hand.backward(cross_entropy(Y, y[cols])[1])
+    spy = Spy()
+    trainer = Trainer(net, gpumlp.SGD(0.5, hooks=[spy]))
+    data = trainer.data(X, y)
+    data.shuffle(order)
+    trainer.step(data, 3, 8)
+    assert spy.calls == [(True, 5)]
+    np.testing.assert_allclose(net.grads, hand.grads, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(net.params, hand.params - 0.5 * hand.grads, rtol=1e-13, atol=1e-16)
+    p = np.exp(Y - Y.max(axis=0)) / np.exp(Y - Y.max(axis=0)).sum(axis=0)
+    np.testing.assert_allclose(data.loss[3:8], -np.log(p[y[cols], np.arange(5)]) / 5, rtol=1e-13)
+    np.testing.assert_array_equal(data.hit[3:8], Y.argmax(axis=0) == y[cols])
+
+
+def test_gradients_can_record_the_noise_scales_inputs_in_a_row():
+    X, y = problem(n=10)
+    net, hand = net64(), net64()
+    hand.backward(cross_entropy(hand.forward(X[:, 2:9]), y[2:9])[1])
+    s = hand.sample_grad_sq_norms()
+    trainer = Trainer(net, gpumlp.SGD(0.1))
+    records = StepRecords(net, 3)
+    records.sum_s[...] = -1.0
+    records.grad_sq[...] = -1.0
+    trainer.gradients(trainer.data(X, y), 2, 9, records, 1)
+    assert records.sum_s[0, 0] == records.sum_s[2, 0] == records.grad_sq[0, 0] == records.grad_sq[2, 0] == -1.0
+    assert records.sum_s[1, 0] == pytest.approx(float(np.sum(s)), rel=1e-12)
+    assert records.grad_sq[1, 0] == pytest.approx(float(hand.grads @ hand.grads), rel=1e-12)
+
+
+def test_score_is_the_mean_loss_and_accuracy_over_the_stored_order():
+    X, y = problem(n=9)
+    net = net64()
+    Y = net.forward(X)
+    trainer = Trainer(net, gpumlp.SGD(0.1), loss="hinge", margin=0.5)
+    data = trainer.data(X, y)
+    data.shuffle(np.arange(9)[::-1].copy())                          # scoring ignores the steps' order
+    loss, acc = trainer.score(data, batch_size=4)
+    assert loss == pytest.approx(ref_hinge(Y, y, 0.5, 9)[0], rel=1e-13)
+    assert acc == np.count_nonzero(Y.argmax(axis=0) == y) / 9 and 0 < acc < 1
+    assert type(loss) is float and type(acc) is float
+    T = np.random.default_rng(2).normal(size=(4, 9))
+    t2 = Trainer(net, gpumlp.SGD(0.1), loss="squared_error")
+    loss, acc = t2.score(t2.data(X, T))
+    assert loss == pytest.approx(ref_mse(Y, T, 9 * 4)[0], rel=1e-13) and acc is None
+
+
+def test_score_walks_4096_columns_at_a_time_by_default(monkeypatch):
+    net = gpumlp.MLP([1, 2], dtype="float64", device="cpu", seed=0)
+    X, y = random_problem([1, 2], 4100, 0, "ce")
+    trainer = Trainer(net, gpumlp.SGD(0.1))
+    data = trainer.data(X, y)
+    widths, forward = [], net._forward
+    monkeypatch.setattr(net, "_forward", lambda Z0: widths.append(Z0.shape[1]) or forward(Z0))
+    whole = trainer.score(data)
+    assert widths == [4096, 4]
+    widths.clear()
+    assert trainer.score(data, 1000) == pytest.approx(whole, rel=1e-12)
+    assert widths == [1000] * 4 + [100]
+
+
+# -- the epoch and its record ---------------------------------------------------------------
+
+def _replay(X, y, order, batch, lr):
+    """The epoch by hand: each batch's mean loss and hits before its update."""
+    net = net64()
+    losses, hits, sizes = [], 0, []
+    for s in range(0, X.shape[1], batch):
+        cols = order[s:s + batch]
+        Y = net.forward(X[:, cols])
+        value, dY = cross_entropy(Y, y[cols])
+        losses.append(float(value))
+        sizes.append(len(cols))
+        hits += int(np.count_nonzero(Y.argmax(axis=0) == y[cols]))
+        net.backward(dY)
+        gpumlp.SGD(lr).step(net)
+    return net, np.array(losses), np.array(sizes), hits
+
+
+def test_the_epoch_record_is_the_batches_loss_and_accuracy_as_seen():
+    X, y = problem(n=11)
+    order = np.random.default_rng(3).permutation(11)
+    hand, losses, sizes, hits = _replay(X, y, order, 4, 0.5)
+    net = net64()
+    t0 = time.perf_counter()
+    record = Trainer(net, gpumlp.SGD(0.5)).epoch(Trainer(net, gpumlp.SGD(0.5)).data(X, y), 4, order, number=3)
+    elapsed = time.perf_counter() - t0
+    assert set(record) == {"epoch", "loss", "accuracy", "seconds"} and record["epoch"] == 3
+    assert record["loss"] == pytest.approx(float(losses @ sizes) / 11, rel=1e-13)
+    assert record["accuracy"] == hits / 11
+    assert 0 <= record["seconds"] <= elapsed
+    np.testing.assert_allclose(net.params, hand.params, rtol=1e-13, atol=1e-16)
+
+
+def test_an_epoch_without_an_order_steps_through_the_current_one():
+    X, y = problem(n=8)
+    order = np.array([7, 6, 5, 4, 3, 2, 1, 0])
+    hand, losses, sizes, _ = _replay(X, y, order, 3, 0.2)
+    net = net64()
+    trainer = Trainer(net, gpumlp.SGD(0.2))
+    data = trainer.data(X, y)
+    data.shuffle(order)
+    record = trainer.epoch(data, 3)
+    assert record["epoch"] == 1 and record["loss"] == pytest.approx(float(losses @ sizes) / 8, rel=1e-13)
+    np.testing.assert_allclose(net.params, hand.params, rtol=1e-13, atol=1e-16)
+
+
+def test_an_epoch_of_one_column():
+    X, y = problem(n=1)
+    net = net64()
+    Y = net.forward(X)
+    trainer = Trainer(net64(), gpumlp.SGD(0.1))
+    record = trainer.epoch(trainer.data(X, y), 4)
+    assert record["loss"] == pytest.approx(float(cross_entropy(Y, y)[0]), rel=1e-13)
+    assert record["accuracy"] == float(Y.argmax() == y[0])
+
+
+def test_a_stopped_epoch_reports_the_columns_its_steps_saw():
+    X, y = problem(n=20)
+    order = np.random.default_rng(1).permutation(20)
+    _, losses, sizes, hits = _replay(X[:, order[:12]], y[order[:12]], np.arange(12), 6, 0.1)
+    net = net64()
+    trainer = Trainer(net, gpumlp.SGD(0.1))
+    record = trainer.epoch(trainer.data(X, y), 6, order, hooks=[Recorder(stop_at=2)])
+    assert record["stopped"] is True
+    assert record["loss"] == pytest.approx(float(losses @ sizes) / 12, rel=1e-13)
+    assert record["accuracy"] == hits / 12
+
+
+class Poison(Hook):
+    """Makes the step loss of one step NaN or infinite (as a diverging run would)."""
+
+    def __init__(self, data, index, value):
+        self.data, self.index, self.value = data, index, value
+
+    def after_step(self, trainer, step):
+        if step.index == self.index:
+            self.data.loss[step.start] = self.value
+
+
+@pytest.mark.parametrize("value, shown", [(np.inf, "inf"), (np.nan, "nan"), (-np.inf, "-inf")])
+def test_a_step_loss_that_is_not_finite_names_the_step(value, shown):
+    X, y = problem(n=10)
+    trainer = Trainer(net64(), gpumlp.SGD(0.25))
+    data = trainer.data(X, y)
+    with pytest.raises(TrainingDiverged, match=exact(
+            f"the training loss became {shown} at step 8 (epoch 3, batch 2 of 3); try a lower learning rate "
+            "(it is 0.25)")):
+        trainer.epoch(data, 4, number=3, first_step=6, hooks=[Poison(data, 1, value)])
+    record = trainer.epoch(data, 4, hooks=[Poison(data, 2, value)], check=False)
+    assert not np.isfinite(record["loss"])
+
+
+def test_divergence_names_no_rate_when_the_optimizer_has_none():
+    class Plain:
+        def update(self, net, normalizer):
+            pass
+
+    X, y = problem(n=10)
+    trainer = Trainer(net64(), Plain())
+    data = trainer.data(X, y)
+    with pytest.raises(TrainingDiverged, match=r"\(epoch 1, batch 1 of 2\); try a lower learning rate \(it is \?\)$"):
+        trainer.epoch(data, 5, hooks=[Poison(data, 0, np.nan)])
+
+
+def test_hooks_may_come_from_a_generator_and_each_sees_every_step():
+    X, y = problem(n=9)
+    trainer = Trainer(net64(), gpumlp.SGD(0.1))
+    before_only, after_only = [], []
+
+    class Before(Hook):
+        def before_step(self, trainer, step):
+            before_only.append(step.index)
+
+    class After(Hook):
+        def after_step(self, trainer, step):
+            after_only.append(step.index)
+
+    record = trainer.epoch(trainer.data(X, y), 4, hooks=(h for h in [Before(), After()]))
+    assert before_only == after_only == [0, 1, 2] and "stopped" not in record
+
+
+def test_every_after_step_hook_runs_even_when_one_stops_the_epoch():
+    X, y = problem(n=9)
+    trainer = Trainer(net64(), gpumlp.SGD(0.1))
+    first, second = Recorder(stop_at=1), Recorder()
+    record = trainer.epoch(trainer.data(X, y), 4, hooks=[first, second])
+    assert [s for s in second.seen if s[0] == "after"] == [("after", 0)] and record["stopped"] is True
+
+
+def test_the_epochs_noise_scale_is_the_replayed_steps():
+    """Σ_n s_n and |ḡ|² of each step (before its update), fed to a NoiseScale with each
+    batch's size; the records are made once per data set and kept while they suffice."""
+    X, y = problem(n=11)
+    order = np.random.default_rng(4).permutation(11)
+    hand = net64()
+    sums, sq = [], []
+    for s in range(0, 11, 4):
+        cols = order[s:s + 4]
+        hand.backward(cross_entropy(hand.forward(X[:, cols]), y[cols])[1])
+        sums.append(float(np.sum(hand.sample_grad_sq_norms())))
+        sq.append(float(hand.grads @ hand.grads))
+        gpumlp.SGD(0.3).step(hand)
+    expected = NoiseScale(population=11).update(sums, sq, [4, 4, 3])
+    net = net64()
+    trainer = Trainer(net, gpumlp.SGD(0.3))
+    data = trainer.data(X, y)
+    noise = NoiseScale(population=11)
+    record = trainer.epoch(data, 4, order, noise=noise)
+    assert (noise.steps, noise.samples) == (3, 11)
+    for key in ("trace", "grad_sq", "b_simple_mean"):
+        assert getattr(noise, key) == pytest.approx(getattr(expected, key), rel=1e-10), key
+    assert record["b_simple"] == noise.b_simple and record["b_simple_mean"] == noise.b_simple_mean
+    assert record["b_simple_start"] == noise.b_simple_start and noise.b_simple_mean is not None
+    records = data.records
+    assert records.sum_s.shape == (3, 1)
+    trainer.epoch(data, 4, order, noise=noise)                       # as many steps: the same records
+    trainer.epoch(data, 6, order, noise=noise)                       # fewer steps: still enough
+    assert data.records is records
+    trainer.epoch(data, 2, order, noise=noise)                       # more steps: new records
+    assert data.records is not records and data.records.sum_s.shape == (6, 1)
+
+
+def test_a_stopped_epoch_feeds_the_noise_scale_only_the_steps_that_ran():
+    X, y = problem(n=12)
+    trainer = Trainer(net64(), gpumlp.SGD(0.1))
+    noise = NoiseScale(population=12)
+    trainer.epoch(trainer.data(X, y), 3, hooks=[Recorder(stop_at=2)], noise=noise)
+    assert (noise.steps, noise.samples) == (2, 6)

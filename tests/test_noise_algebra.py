@@ -324,3 +324,27 @@ def test_zero_norms_clears_its_row_alone():
     assert records.sum_s[:, 0].tolist() == [7.0, 0.0, 7.0, 7.0]
     records.zero_norms(3)
     assert records.sum_s[:, 0].tolist() == [7.0, 0.0, 7.0, 0.0]
+
+
+def test_the_state_keeps_two_numbers_per_average():
+    d = _fed(1.0, 2.0).to_json()
+    d.update(ema=[*d["ema"], 9.0], sum=[*d["sum"], 9.0], start=[*d["start"], 9.0])
+    back = NoiseScale.from_json(d)
+    assert back.to_json() == _fed(1.0, 2.0).to_json()
+
+
+DROP = object()
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"steps": DROP}, "KeyError: 'steps'"),
+    ({"ema": DROP}, "KeyError: 'ema'"),
+    ({"population": DROP}, "KeyError: 'population'"),
+    ({"weight": [1]}, "TypeError: float() argument must be a string or a real number, not 'list'"),
+    ({"samples": "many"}, "ValueError: invalid literal for int() with base 10: 'many'"),
+    ({"decay": 2}, "ValueError: decay must be a number in [0, 1); got 2"),
+])
+def test_a_damaged_state_names_what_is_wrong(change, why):
+    d = {k: v for k, v in {**_fed(1.0, 2.0).to_json(), **change}.items() if v is not DROP}
+    with pytest.raises(ValueError, match=exact(f"the noise scale's state is damaged ({why})")):
+        NoiseScale.from_json(d)

@@ -569,3 +569,32 @@ def test_a_stopped_epoch_feeds_the_noise_scale_only_the_steps_that_ran():
     noise = NoiseScale(population=12)
     trainer.epoch(trainer.data(X, y), 3, hooks=[Recorder(stop_at=2)], noise=noise)
     assert (noise.steps, noise.samples) == (2, 6)
+
+
+@pytest.mark.parametrize("micro", [3, 4, 6])
+def test_micro_batched_gradients_record_the_whole_steps_norms_in_their_row(micro):
+    """Rows [2, 9) in chunks of 3 (3, 3, 1), 4 (4, 3) or 6 (6, 1): the chunks' Σ_n s_n add up in
+    row 1 (the first written over what was there, the rest added), |ḡ|² is the summed
+    gradient's, and every column's loss and hit is written."""
+    X, y = problem(n=10)
+    hand = net64()
+    Y = hand.forward(X[:, 2:9])
+    hand.backward(cross_entropy(Y, y[2:9])[1])
+    s = hand.sample_grad_sq_norms()
+    net = net64()
+    trainer = Trainer(net, gpumlp.SGD(0.1), micro_batch=micro)
+    data = trainer.data(X, y)
+    records = StepRecords(net, 3)
+    records.sum_s[...] = -1.0
+    records.grad_sq[...] = -1.0
+    data.loss[...] = -1.0
+    for _ in range(2):                                               # the gradient sum's buffer is reused
+        trainer.gradients(data, 2, 9, records, 1)
+        np.testing.assert_allclose(net.grads, hand.grads, rtol=1e-12, atol=1e-16)
+        assert records.sum_s[1, 0] == pytest.approx(float(np.sum(s)), rel=1e-12)
+        assert records.grad_sq[1, 0] == pytest.approx(float(hand.grads @ hand.grads), rel=1e-12)
+        assert records.sum_s[0, 0] == records.sum_s[2, 0] == records.grad_sq[2, 0] == -1.0
+        p = np.exp(Y - Y.max(axis=0)) / np.exp(Y - Y.max(axis=0)).sum(axis=0)
+        np.testing.assert_allclose(data.loss[2:9], -np.log(p[y[2:9], np.arange(7)]) / 7, rtol=1e-13)
+        np.testing.assert_array_equal(data.hit[2:9], Y.argmax(axis=0) == y[2:9])
+        assert data.loss[1] == data.loss[9] == -1.0

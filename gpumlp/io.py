@@ -231,8 +231,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | Backend | None = "aut
     from .state import TrainState
     arrays = _read(path, "gpumlp checkpoint", CHECKPOINT_FORMAT, OLD_CHECKPOINT_FORMATS)
     config, meta = _json(path, arrays, "config", "checkpoint"), _json(path, arrays, "meta", "checkpoint")
+    record = _json(path, arrays, "state", "checkpoint")          # names the file itself
     try:
-        state = TrainState.from_json(_json(path, arrays, "state", "checkpoint"))
+        state = TrainState.from_json(record)
     except ValueError as e:
         raise ValueError(f"{path} is damaged: {e}") from None
     net = _build(path, config, device)

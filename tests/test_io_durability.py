@@ -407,3 +407,17 @@ def test_a_format_1_checkpoint_maps_its_velocity(tmp_path, net):
     with pytest.raises(ValueError, match=exact(f"{bad} is damaged: its velocity must be 26 finite floats for the "
                                                "model [3, 4, 2]; got float64 of shape (25,)")):
         io.load_checkpoint(bad, device="cpu")
+
+
+def test_a_damaged_state_entry_names_the_file_once(tmp_path, net):
+    """The 'state' entry's own errors already name the file; wrapped again, they named it twice
+    ("c.npz is damaged: c.npz is damaged: its 'state' entry ...")."""
+    good = tmp_path / "c.npz"
+    io.save_checkpoint(good, net, {"velocity": None}, TrainState(0))
+    for state, what in (("[]", "its 'state' entry is not a record"),
+                        ("{not json", "its 'state' entry cannot be read (JSONDecodeError: Expecting property name "
+                                      "enclosed in double quotes: line 1 column 2 (char 1))"),
+                        ('{"epoch": 1}', "the training state is damaged (KeyError: 'step')")):
+        p = resave(good, tmp_path / "bad.npz", state=np.array(state))
+        with pytest.raises(ValueError, match=exact(f"{p} is damaged: {what}")):
+            io.load_checkpoint(p, device="cpu")

@@ -189,6 +189,7 @@ def test_split_holds_out_the_same_samples_every_time_and_names_an_empty_side():
     assert train.tolist() == [1, 4, 5, 6, 8, 9, 12, 13, 14] and test.tolist() == [0, 2, 3, 7, 10, 11]
     assert data.split(y, 0.4, 1)[1].tolist() == [1, 4, 7, 8, 10, 12]
     assert data.split(y, 0.4)[1].tolist() == test.tolist()                       # seed 0 by default
+    assert [s.tolist() for s in data.split(y)] == [s.tolist() for s in data.split(y, 0.2, 0)]   # and 0.2
     assert data.split(list(y), 0.2)[1].tolist() == data.split(y, 0.2)[1].tolist()
     assert [len(s) for s in data.split([0, 0, 1], 0.6)] == [1, 2]                 # one training sample: fine
     assert [len(s) for s in data.split([0, 0, 0, 1], 0.2)] == [3, 1]              # one test sample: fine
@@ -224,6 +225,10 @@ def test_standardizer_fit_exactly():
     assert s.scale.ravel().tolist() == [3.0, 1.0, 6.0]
     s = data.Standardizer.fit(X[2:3], max_z=1.5)
     assert s.scale.ravel().tolist() == [4.0]               # max |x - mean| / 1.5 = 4 > std
+    spike = np.zeros((1, 100))
+    spike[0, 0] = 16.0
+    s = data.Standardizer.fit(spike)                       # max_z is 5 by default: 15.84 / 5 > std
+    assert s.scale.tolist() == [[(16.0 - 0.16) / 5]] and np.abs(s(spike)).max() == pytest.approx(5.0)
     s = data.Standardizer.fit([[1, 3]])
     assert s.mean.dtype == np.float64 and s.scale.tolist() == [[1.0]]
     for X, largest in (([[np.inf, 1.0]], "inf"), ([[1e308, 1e308, -1e308]], "1e+308")):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gpumlp import io
+from gpumlp.backend import get_backend
 from gpumlp.model import MLP
 from gpumlp.state import TrainState
 from gpumlp.testing import exact, strict_backend
@@ -226,8 +227,10 @@ def test_load_gives_back_the_model_its_meta_and_only_the_extras(tmp_path, net):
     assert np.array_equal(strict.to_numpy(back.params), net.params)
     plain = MLP([2, 3], bias=False, device="cpu", seed=2)
     io.save(tmp_path / "p.npz", plain)
-    back, meta, arrays = io.load(str(tmp_path / "p.npz"), device="cpu")
-    assert back.bias is False and meta == {} and arrays == {} and np.array_equal(back.params, plain.params)
+    back, meta, arrays = io.load(str(tmp_path / "p.npz"))               # the default device: "auto"
+    assert back.backend is get_backend("auto")
+    assert back.bias is False and meta == {} and arrays == {}
+    assert np.array_equal(back.backend.to_numpy(back.params), plain.params)
 
 
 def test_checkpoints_keep_the_parameters_the_optimizer_the_state_and_the_extras(tmp_path, net):
@@ -244,8 +247,9 @@ def test_checkpoints_keep_the_parameters_the_optimizer_the_state_and_the_extras(
                                                "arrays": ["velocity"]}
     assert json.loads(str(z["state"])) == json.loads(json.dumps(state.to_json()))
     assert np.array_equal(z["params"], snapshot) and np.array_equal(z["optimizer.velocity"], v)
-    ck = io.load_checkpoint(tmp_path / "c.npz", device="cpu")
-    assert isinstance(ck, io.Checkpoint) and np.array_equal(ck.net.params, snapshot)
+    ck = io.load_checkpoint(tmp_path / "c.npz")                          # the default device: "auto"
+    assert isinstance(ck, io.Checkpoint) and ck.net.backend is get_backend("auto")
+    assert np.array_equal(ck.net.backend.to_numpy(ck.net.params), snapshot)
     assert ck.optimizer_state.keys() == {"velocity", "t", "name", "on", "lr", "none"}
     assert np.array_equal(ck.optimizer_state["velocity"], v) and ck.optimizer_state["t"] == 3
     assert ck.state.to_json() == state.to_json() and ck.meta == {"m": 1} and set(ck.arrays) == {"extra"}

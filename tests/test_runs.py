@@ -488,6 +488,7 @@ def test_checkpoint_hands_back_the_checked_run_on_the_device_asked(tmp_path):
     assert got == {**meta, "args": meta["args"]} and [h["epoch"] for h in history] == [1, 2, 3]
     assert isinstance(noise, NoiseScale) and noise.population == 10
     assert seconds == 12.25 and type(seconds) is float            # the sessions before, and this one's 2.25 s
+    assert RunDir(tmp_path).checkpoint()[0].net.backend is B.get_backend("auto")       # the default device
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(ValueError, match=r"checkpoint.npz is damaged, it cannot be read as a gpumlp checkpoint"):
         RunDir(tmp_path).checkpoint(device="cpu")
@@ -535,6 +536,7 @@ def test_classifier_takes_model_npz_else_the_checkpoint_with_a_note(tmp_path):
             classes=np.array(["a", "b"]))
     clf, note = RunDir(tmp_path).classifier(device=strict)        # model.npz wins over a checkpoint
     assert note is None and clf.net.backend is strict and clf.classes.tolist() == ["a", "b"]
+    assert RunDir(tmp_path).classifier()[0].net.backend is B.get_backend("auto")       # the default device
     assert clf.meta == {"loss": "ce"}
 
 

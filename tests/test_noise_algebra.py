@@ -348,3 +348,27 @@ def test_a_damaged_state_names_what_is_wrong(change, why):
     d = {k: v for k, v in {**_fed(1.0, 2.0).to_json(), **change}.items() if v is not DROP}
     with pytest.raises(ValueError, match=exact(f"the noise scale's state is damaged ({why})")):
         NoiseScale.from_json(d)
+
+
+@pytest.mark.parametrize("micro", [None, 3])
+def test_a_float32_models_records_are_float32_on_every_backend(backend, micro):
+    """Σ_n s_n and |ḡ|² of rows [0, 7) go into row 1 in the model's dtype (float32 dot products),
+    whole or in chunks of 3, on NumPy and on the strict device backend; read() gives float64."""
+    from gpumlp.engine import Trainer
+    from gpumlp.losses import cross_entropy
+    from gpumlp.optim import SGD
+    from gpumlp.testing import labelled_problem
+
+    X, y = labelled_problem(d0=3, n=7, k=2, seed=4)
+    hand = MLP([3, 4, 2], dtype="float64", device="cpu", seed=0)
+    hand.backward(cross_entropy(hand.forward(X), y)[1])
+    net = MLP([3, 4, 2], dtype="float32", device=backend, seed=0)
+    trainer = Trainer(net, SGD(0.1), micro_batch=micro)
+    records = StepRecords(net, 2)
+    for a in (records.sum_s, records.grad_sq, records._part):
+        assert a.dtype == net.backend.dtype("float32")
+    trainer.gradients(trainer.data(X, y), 0, 7, records, 1)
+    sums, g2 = records.read(net.backend, 1, 2)
+    assert sums.dtype == g2.dtype == np.float64 and sums.shape == g2.shape == (1,)
+    assert sums[0] == pytest.approx(float(np.sum(hand.sample_grad_sq_norms())), rel=1e-5)
+    assert g2[0] == pytest.approx(float(hand.grads @ hand.grads), rel=1e-5)

@@ -9,7 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from gpumlp import cli, data, io
+from gpumlp import backend as B
+from gpumlp import cli, data, io, threads
 from gpumlp.classifier import Classifier
 from gpumlp.cli import session
 from gpumlp.cli import train as cmd
@@ -20,7 +21,7 @@ from gpumlp.noise import NoiseScale
 from gpumlp.optim import SGD
 from gpumlp.runs import RUN_OPTIONS, Recorder, RunDir
 from gpumlp.state import TrainState
-from gpumlp.testing import exact
+from gpumlp.testing import exact, strict_backend
 from gpumlp.train import OutOfDeviceMemory, TrainingDiverged
 
 FAST = ["--device", "cpu", "--hidden", "4", "--threads", "1", "--no-progress"]
@@ -331,7 +332,8 @@ def sessions(monkeypatch):
     return calls
 
 
-def test_a_new_run_hands_the_session_its_parts(tiny, tmp_path, capsys, sessions):
+def test_a_new_run_hands_the_session_its_parts(tiny, tmp_path, capsys, sessions, monkeypatch):
+    monkeypatch.setattr(B, "_auto", strict_backend())          # a device taken by default would be this one
     out = tmp_path / "run"
     assert run_cli(["train", *FAST, "--epochs", 2, "--data", tiny, "--seed", 7, "--checkpoint-every", 2,
                     "--out", out], capsys)[0] == 0
@@ -341,7 +343,7 @@ def test_a_new_run_hands_the_session_its_parts(tiny, tmp_path, capsys, sessions)
     assert c["recorder"].noise is None and c["state"].epoch == 2
     assert TrainState(7).to_json()["rng"]["state"] != TrainState(0).to_json()["rng"]["state"]
     fresh = MLP([4, 4, 2], device="cpu", seed=7)
-    assert c["net"].sizes == fresh.sizes
+    assert c["net"].sizes == fresh.sizes and c["net"].backend is B.get_backend("cpu")
     opt = c["optimizer"]
     assert (opt.lr, opt.momentum, opt.weight_decay, opt.clip_norm) == (0.1, 0.9, 1e-3, None)
     assert c["opts"] == {k: v for k, v in json.loads((out / "metrics.json").read_text())["args"].items()}
@@ -353,6 +355,28 @@ def test_a_new_run_hands_the_session_its_parts(tiny, tmp_path, capsys, sessions)
     assert run_cli(["train", *FAST, "--epochs", 1, "--data", tiny], capsys)[0] == 0
     (c,) = sessions
     assert c["recorder"].run is None and c["out"] is None and c["recorder"].every is None
+
+
+def test_the_blas_threads_are_chosen_from_the_sizes_without_threads(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["train", "--device", "cpu", "--no-progress", "--hidden", "4", "--epochs", 1, "--data", tiny,
+                    "--out", out], capsys)[0] == 0
+    expected = threads.auto_threads([4, 4, 2], 32)
+    assert json.loads((out / "metrics.json").read_text())["blas_threads"] == expected == 1
+
+
+def test_a_rank_other_than_0_resumes_without_the_folder(tiny, tmp_path, capsys, monkeypatch, sessions):
+    out = tmp_path / "run"
+    assert run_cli(["train", *FAST, "--epochs", 1, "--data", tiny, "--out", out], capsys)[0] == 0
+    holder = RunDir(out).lock()                                # rank 0 holds it: the others do not lock
+    monkeypatch.setattr(session, "fit", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+    a = cli.parser().parse_args(["train", "--resume", str(out), "--epochs", "2", "--device", "cpu"])
+    try:
+        with pytest.raises(session.Interrupted, match=exact(f"interrupted after epoch 1; rank 0 keeps {out}")):
+            cmd.cmd_train(a, {"resume", "epochs", "device"}, fake_job(2, rank=1))
+    finally:
+        holder.unlock()
+    assert sessions[-1]["recorder"].run is None and sessions[-1]["state"].epoch == 1 and len(sessions) == 2
 
 
 def test_two_runs_of_one_seed_are_equal_and_another_seed_differs(tiny, tmp_path, capsys):
@@ -472,10 +496,16 @@ class FakeFit:
 def test_the_session_hands_fit_the_scaled_data_and_each_setting(tiny, tmp_path, capsys, monkeypatch):
     fit = FakeFit()
     monkeypatch.setattr(session, "fit", fit)
+    limits = []
+    real_limit = session.threads.limit
+    monkeypatch.setattr(session.threads, "limit", lambda n: limits.append(n) or real_limit(n))
     clock(monkeypatch, 5.0, 6.0, 7.0, 8.5, 9.0)
     p = parts(tmp_path, tiny, micro_batch=2, margin=0.75, loss="hinge")
+    p["recorder"].meta["blas_threads"] = 3
     job = Job()
     assert session.train(job, no_progress=True, out="o", **p) == 0
+    assert limits == [3]                                       # the run's BLAS threads, around fit
+    assert ", 3 BLAS thread(s)" in capsys.readouterr().out
     (c,) = fit.calls
     pr = p["prepared"]
     assert c["net"] is p["net"] and c["optimizer"] is p["optimizer"] and c["state"] is p["state"]

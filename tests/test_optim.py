@@ -218,10 +218,14 @@ def test_the_clip_rescales_a_long_gradient_to_clip_norm_and_leaves_a_short_one()
     g = _set_grads(net, 5)
     norm = float(np.sqrt(g @ g))
     assert norm > 2
+    opt = gpumlp.SGD(0.1, clip_norm=norm / 4)
     theta = np.array(net.params)
-    gpumlp.SGD(0.1, clip_norm=norm / 4).update(net, 1)                  # long: scaled by 1/4
-    np.testing.assert_allclose(net.grads, g / 4, rtol=1e-14)
-    np.testing.assert_allclose(net.params, theta - 0.1 * g / 4, rtol=1e-14, atol=1e-16)
+    for scale in (1, 3, 2):                                              # long: scaled to clip_norm, step by step
+        net.grads[...] = scale * g
+        opt.update(net, 1)
+        np.testing.assert_allclose(net.grads, g / 4, rtol=1e-14)
+        theta = theta - 0.1 * g / 4
+        np.testing.assert_allclose(net.params, theta, rtol=1e-14, atol=1e-16)
     for clip in (norm * 1.5, norm * 1.0000001):                          # short: untouched
         net2 = _net()
         net2.grads[...] = g
@@ -394,3 +398,61 @@ def test_a_refused_states_repr_is_cut_at_200_characters():
     with pytest.raises(ValueError) as e:
         gpumlp.SGD(0.1, momentum=0.9).load_state_dict(net, state)
     assert str(e.value).endswith("got " + repr(state)[:200])
+
+
+def test_a_float32_clip_is_float32_arithmetic():
+    """‖(3, 4, 0, …)‖ = 5 exactly; clip_norm 3 scales by fl32(5/3), and 3 / fl32(5/3) rounds to
+    1.8000001 in float32 (float64 buffers would give 1.8)."""
+    net = _net(dtype="float32")
+    net.grads[...] = 0
+    net.grads[:2] = [3, 4]
+    gpumlp.SGD(0.1, clip_norm=3.0).update(net, 1)
+    scale = np.float32(5) / np.float32(3)
+    expected = np.zeros(net.params.shape, np.float32)
+    expected[:2] = np.array([3, 4], np.float32) / scale
+    assert expected[0] == np.float32(1.8000001) != np.float32(1.8)
+    np.testing.assert_array_equal(net.grads, expected)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_float32_update_rounds_each_step_to_float32(momentum):
+    """The twin's scratch has the model's dtype: t = fl32(θ·λ), t = fl32(t + g), (v = fl32(fl32(μv) + t)),
+    θ = fl32(θ − fl32(lr·t)) — a float64 scratch would skip some of those roundings."""
+    net = _net((20, 30, 10), dtype="float32")
+    rng = np.random.default_rng(3)
+    net.params[...] = rng.normal(size=net.params.shape).astype(np.float32)
+    opt = gpumlp.SGD(0.3, momentum=momentum, weight_decay=0.07)
+    theta, v = np.array(net.params), np.zeros(net.params.shape, np.float32)
+    for _ in range(2):
+        g = rng.normal(size=net.params.shape).astype(np.float32)
+        net.grads[...] = g
+        opt.update(net, 1)
+        d = theta * 0.07 + g
+        if momentum:
+            v = v * 0.9 + d
+            d = v
+        theta = theta - d * 0.3
+        assert theta.dtype == np.float32
+        np.testing.assert_array_equal(net.params, theta)
+
+
+def test_on_a_device_the_twin_makes_one_pass_and_a_fused_kernel_gets_no_scratch(monkeypatch):
+    net = _net((300, 200), device=CountingBackend(fused=False))          # 60,200 parameters: one pass on a GPU
+    opt = gpumlp.SGD(0.5)
+    _set_grads(net, 0)
+    opt.update(net, 1)
+    TALLY.clear()
+    opt.update(net, 1)
+    assert TALLY.other == ["multiply", "subtract"]
+    for fused, shapes in ((True, [(1, 1)]), (False, [(26,), (1, 1)])):
+        net = _net(device=CountingBackend(fused=fused))
+        made = []
+
+        def counted(shape, dtype, made=made, empty=net.backend.empty):
+            made.append(tuple(shape))
+            return empty(shape, dtype)
+
+        monkeypatch.setattr(net.backend, "empty", counted)
+        _set_grads(net, 1)
+        gpumlp.SGD(0.5, clip_norm=1.0).update(net, 1)
+        assert made == shapes, fused

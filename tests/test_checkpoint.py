@@ -453,7 +453,8 @@ def test_files_of_an_older_split_are_refused_where_it_matters(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("drop", ["test_fraction", "blas_threads", "args", "history", "data_sha256"])
-def test_a_checkpoint_with_incomplete_records_is_called_damaged(tmp_path, capsys, drop):
+def test_a_checkpoint_with_incomplete_records_is_called_damaged(tmp_path, capsys, monkeypatch, drop):
+    monkeypatch.setenv("GPUMLP_DEVICE", "cpu")   # no "using the CPU" notice, which a process prints once
     out = tmp_path / "run"
     assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
     ck = io.load_checkpoint(out / "checkpoint.npz", device="cpu")

@@ -331,3 +331,18 @@ def test_integer_X_is_converted_to_float64_first():
         out = est.predict_log_proba if k == 2 else est.predict
         np.testing.assert_array_equal(out(X_INT), out(as64))
         assert np.abs(out(as32) - out(as64)).max() == 2**30
+
+
+def test_integer_targets_are_converted_to_float64_first():
+    """The regressor's int64 targets are those targets as float64, also for a float32 network."""
+    t_int = np.array([BIG, -BIG, BIG, 3, -BIG, BIG], dtype=np.int64)
+    assert not np.array_equal(t_int.astype(np.float64).astype(np.float32), t_int.astype(np.float32))
+    kw = dict(hidden_layer_sizes=(), dtype="float32", momentum=0.0, batch_size=6, max_iter=2,
+              learning_rate_init=1e-17, random_state=0)
+    fits = {name: MLPRegressor(**kw).fit(XP[:6], t).partial_fit(XP[:6], t)
+            for name, t in (("int", t_int), ("64", t_int.astype(np.float64)), ("32", t_int.astype(np.float32)))}
+    assert all(np.isfinite(f.loss_curve_).all() for f in fits.values())
+    np.testing.assert_array_equal(fits["int"].net_.params, fits["64"].net_.params)
+    assert fits["int"].loss_curve_ == fits["64"].loss_curve_
+    assert not np.array_equal(fits["32"].net_.params, fits["64"].net_.params)
+    assert fits["int"].predict(XP[:2]).shape == (2,)

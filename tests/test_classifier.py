@@ -6,7 +6,7 @@ import pytest
 
 from gpumlp import MLP, Classifier, io
 from gpumlp.data import Standardizer
-from gpumlp.testing import exact
+from gpumlp.testing import exact, strict_backend
 
 D0, H, K = 3, 4, 3
 RNG = np.random.default_rng(3)
@@ -261,6 +261,15 @@ def test_load_names_the_file_it_read(tmp_path):
         Classifier.load(tmp_path, device="cpu")
 
 
+def test_load_puts_the_network_on_the_device_asked_for(tmp_path):
+    _classifier({"loss": "ce"}).save(str(tmp_path / "model.npz"))
+    device = strict_backend()
+    clf = Classifier.load(tmp_path, device=device)
+    assert clf.net.backend is device
+    X, y = _data(6)
+    assert clf.evaluate(X, y) == pytest.approx(_classifier().evaluate(X, y), rel=1e-12)
+
+
 def test_load_defaults_to_the_automatic_device(tmp_path):
     _classifier({"loss": "ce"}).save(str(tmp_path / "model.npz"))
     clf = Classifier.load(tmp_path)
@@ -282,7 +291,9 @@ def test_a_float32_model_refuses_features_that_overflow_float32_once_scaled():
     net = _net(dtype="float32")
     clf = Classifier(net, Standardizer(MEAN, SCALE), CLASSES)
     X = np.array([[1e39], [0.0], [0.0]])                       # finite in float64, not in float32
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(ValueError, match=exact(
+            "X's values lie too far outside the training data's range: scaled, some exceed what float32 holds "
+            "(the largest raw value is 1e+39)")):
         clf.outputs(X)
 
 

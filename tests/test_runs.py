@@ -489,6 +489,10 @@ def test_checkpoint_hands_back_the_checked_run_on_the_device_asked(tmp_path):
     assert isinstance(noise, NoiseScale) and noise.population == 10
     assert seconds == 12.25 and type(seconds) is float            # the sessions before, and this one's 2.25 s
     assert RunDir(tmp_path).checkpoint()[0].net.backend is B.get_backend("auto")       # the default device
+    ck_path = tmp_path / "checkpoint.npz"
+    rewrite_meta(ck_path, split_version=1)
+    with pytest.raises(ValueError, match=exact(f"{ck_path} is damaged: {SPLIT}")):
+        RunDir(tmp_path).checkpoint(device="cpu")
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(ValueError, match=r"checkpoint.npz is damaged, it cannot be read as a gpumlp checkpoint"):
         RunDir(tmp_path).checkpoint(device="cpu")
@@ -527,6 +531,12 @@ def test_classifier_takes_model_npz_else_the_checkpoint_with_a_note(tmp_path):
     assert clf.net.backend is strict and np.array_equal(strict.to_numpy(clf.net.params), ck.net.params)
     assert clf.meta == {k: v for k, v in ck.meta.items() if k not in ("args", "history", "noise_scale_state")}
     assert clf.classes.tolist() == [4, 9] and clf.scaler.scale.ravel().tolist() == [2.0, 2.0, 2.0]
+    ck = io.load_checkpoint(tmp_path / "checkpoint.npz", device="cpu")
+    io.save_checkpoint(tmp_path / "checkpoint.npz", ck.net, ck.optimizer_state, ck.state, ck.meta,
+                       **{**ck.arrays, "x_scale": np.zeros((3, 1))})
+    with pytest.raises(ValueError, match=exact(f"{tmp_path / 'checkpoint.npz'} is damaged: its x_scale has values "
+                                               "<= 0")):
+        RunDir(tmp_path).classifier(device="cpu")
     np.savez(tmp_path / "checkpoint.npz", x=np.zeros(1))       # not a checkpoint: named as the file it reads
     with pytest.raises(ValueError, match=exact(f"{tmp_path / 'checkpoint.npz'} is not a gpumlp checkpoint "
                                                "(it has no 'format' entry)")):
@@ -576,6 +586,8 @@ def test_a_recorder_writes_lines_snapshots_checkpoints_and_the_finished_run(tmp_
     rec = Recorder(run, 2, meta, extra, noise, seconds_before=10.0)
     rec.save_checkpoint(net)                                      # no epoch yet: nothing to save
     assert os.listdir(tmp_path) == []
+    rec.start([record(7), record(8)])                             # rewritten whole, a line each
+    assert (tmp_path / "metrics.jsonl").read_text() == json.dumps(record(7)) + "\n" + json.dumps(record(8)) + "\n"
     first = [record(1)]
     rec.start(first)
     first.append("later")                                         # the recorder keeps its own list

@@ -448,13 +448,15 @@ def test_an_epoch_without_an_order_steps_through_the_current_one():
 
 
 def test_an_epoch_of_one_column():
-    X, y = problem(n=1)
+    """One column, predicted right: accuracy 1 (hits over the one column seen)."""
+    X, _ = problem(n=1)
     net = net64()
     Y = net.forward(X)
+    y = np.array([int(Y.argmax())])
     trainer = Trainer(net64(), gpumlp.SGD(0.1))
     record = trainer.epoch(trainer.data(X, y), 4)
     assert record["loss"] == pytest.approx(float(cross_entropy(Y, y)[0]), rel=1e-13)
-    assert record["accuracy"] == float(Y.argmax() == y[0])
+    assert record["accuracy"] == 1.0
 
 
 def test_a_stopped_epoch_reports_the_columns_its_steps_saw():
@@ -598,3 +600,140 @@ def test_micro_batched_gradients_record_the_whole_steps_norms_in_their_row(micro
         np.testing.assert_allclose(data.loss[2:9], -np.log(p[y[2:9], np.arange(7)]) / 7, rtol=1e-13)
         np.testing.assert_array_equal(data.hit[2:9], Y.argmax(axis=0) == y[2:9])
         assert data.loss[1] == data.loss[9] == -1.0
+
+
+# -- what the mutation run found the tests above left open --------------------------------------
+
+def test_labels_are_checked_against_the_output_width():
+    """SIZES = 6-9-4: label 5 is beyond the 4 outputs (though within the hidden layer's 9)."""
+    X, _ = problem(n=4)
+    with pytest.raises(ValueError, match=exact(
+            "labels must lie in [0, 4) for 4 classes (the rows of Y); got values from 0 to 5")):
+        Trainer(net64(), gpumlp.SGD(0.1)).data(X, np.array([0, 1, 5, 2]))
+
+
+def test_a_float32_models_targets_and_shuffled_copy_stay_float32():
+    X, _ = problem(n=5)
+    net = gpumlp.MLP(SIZES, dtype="float32", device="cpu", seed=0)
+    data = Trainer(net, gpumlp.SGD(0.1), loss="squared_error").data(X, np.ones((4, 5)))
+    assert data.y.dtype == np.float32
+    data.shuffle(np.arange(5)[::-1].copy())
+    assert data.XTe.dtype == data.ye.dtype == np.float32
+
+
+def test_a_hinge_step_uses_the_trainers_margin_in_a_three_layer_network():
+    """The loss kernel gets the margin and writes ∂L/∂Y into the last layer's Δ (with three
+    layers, not the second's)."""
+    X, y = random_problem([5, 7, 6, 3], 8, 1, "ce")
+    hand = gpumlp.MLP([5, 7, 6, 3], dtype="float64", device="cpu", seed=2)
+    hand.backward(gpumlp.losses.hinge(hand.forward(X[:, 1:7]), y[1:7], margin=0.3)[1])
+    net = gpumlp.MLP([5, 7, 6, 3], dtype="float64", device="cpu", seed=2)
+    trainer = Trainer(net, gpumlp.SGD(0.1), loss="hinge", margin=0.3)
+    trainer.gradients(trainer.data(X, y), 1, 7)
+    assert np.abs(hand.grads).max() > 1e-3
+    np.testing.assert_allclose(net.grads, hand.grads, rtol=1e-12, atol=1e-15)
+
+
+def test_gradients_record_into_row_0_by_default():
+    X, y = problem(n=6)
+    net = net64()
+    trainer = Trainer(net, gpumlp.SGD(0.1))
+    records = StepRecords(net, 2)
+    records.sum_s[...] = records.grad_sq[...] = -1.0
+    trainer.gradients(trainer.data(X, y), 0, 6, records)
+    assert records.sum_s[0, 0] > 0 and records.grad_sq[0, 0] == pytest.approx(float(net.grads @ net.grads))
+    assert records.sum_s[1, 0] == records.grad_sq[1, 0] == -1.0
+
+
+def test_micro_batches_write_every_hit_and_sum_in_the_models_dtype():
+    """A float32 step in chunks of 3, 3, 1: the hits of every chunk are written, and the
+    gradient is g0 + g1 summed in float32, then g2 + that (each chunk's g from the same pass)."""
+    X, y = problem(n=7)
+    net = gpumlp.MLP(SIZES, dtype="float32", device="cpu", seed=0)
+    trainer = Trainer(net, gpumlp.SGD(0.1), micro_batch=3)
+    data = trainer.data(X, y)
+    parts = []
+    for c, d in ((0, 3), (3, 6), (6, 7)):
+        trainer._pass(data.XTe[c:d, :].T, data.ye[c:d], 1.0 / 7, data.loss[c:d], data.hit[c:d])
+        parts.append(np.array(net.grads))
+    expected_hits = np.array(data.hit)
+    data.hit[...] = ~expected_hits
+    trainer.gradients(data, 0, 7)
+    np.testing.assert_array_equal(data.hit, expected_hits)
+    np.testing.assert_array_equal(net.grads, parts[2] + (parts[0] + parts[1]))
+
+
+def test_hooks_get_the_trainer_and_steps_with_hooks_still_feed_the_noise_scale():
+    X, y = problem(n=11)
+    order = np.random.default_rng(4).permutation(11)
+    plain = NoiseScale(population=11)
+    t1 = Trainer(net64(), gpumlp.SGD(0.3))
+    t1.epoch(t1.data(X, y), 4, order, noise=plain)
+    seen = []
+
+    class Both(Hook):
+        def before_step(self, trainer, step):
+            seen.append(("before", trainer is t2))
+
+        def after_step(self, trainer, step):
+            seen.append(("after", trainer is t2))
+
+    hooked = NoiseScale(population=11)
+    t2 = Trainer(net64(), gpumlp.SGD(0.3))
+    data = t2.data(X, y)
+    data.records = StepRecords(t2.net, 3)
+    data.records.sum_s[...] = data.records.grad_sq[...] = 1e6           # stale values must all be overwritten
+    t2.epoch(data, 4, order, hooks=[Both()], noise=hooked)
+    assert seen == [("before", True), ("after", True)] * 3
+    assert hooked.to_json() == plain.to_json()
+
+
+def test_step_records_into_row_0_by_default():
+    X, y = problem(n=6)
+    net = net64()
+    trainer = Trainer(net, gpumlp.SGD(1e-300))
+    records = StepRecords(net, 2)
+    records.sum_s[...] = records.grad_sq[...] = -1.0
+    trainer.step(trainer.data(X, y), 0, 6, records)
+    assert records.sum_s[0, 0] > 0 and records.grad_sq[1, 0] == -1.0
+
+
+def test_ranks_of_a_job_make_the_one_process_epoch():
+    """14 columns in batches of 4 over 3 thread-ranks (the last batch's two columns leave the
+    third rank empty, and count for the noise scale), two epochs: each rank's record (loss,
+    accuracy, noise scale) and parameters are the one-process run's, and a rank's loss columns
+    hold its own share alone."""
+    from gpumlp.loopback import run_ranks
+    from gpumlp.parallel import DataParallel
+
+    X, y = problem(n=14)
+    orders = [np.random.default_rng(s).permutation(14) for s in (1, 2)]
+    single = Trainer(net64(), gpumlp.SGD(0.2))
+    data1, noise1 = single.data(X, y), NoiseScale(population=14)
+    expected = [single.epoch(data1, 4, order, number=k + 1, noise=noise1) for k, order in enumerate(orders)]
+
+    def rank(comm):
+        job = DataParallel(comm)
+        trainer = Trainer(net64(), gpumlp.SGD(0.2), parallel=job)
+        assert trainer.parallel is job
+        data, noise = trainer.data(X, y), NoiseScale(population=14)
+        data.records = StepRecords(trainer.net, 4)
+        data.records.sum_s[...] = 1e6                                 # an empty share's row must be zeroed
+        records = [trainer.epoch(data, 4, order, number=k + 1, noise=noise) for k, order in enumerate(orders)]
+        mine = np.zeros(14, bool)
+        for s in range(0, 14, 4):
+            lo, hi = job.shard(s, min(s + 4, 14))
+            mine[lo:hi] = True
+        loss, hit = np.array(data.loss), np.array(data.hit)
+        return records, np.array(trainer.net.params), loss[~mine], hit[~mine], mine.sum()
+
+    results = run_ranks(3, rank)
+    assert [r[4] for r in results] == [7, 4, 3]                      # 2, 1, 1 of each 4, then 1, 1, 0
+    for records, params, others_loss, others_hit, _ in results:
+        np.testing.assert_allclose(params, single.net.params, rtol=1e-12, atol=1e-15)
+        assert not others_loss.any() and not others_hit.any()
+        for got, want in zip(records, expected, strict=True):
+            assert got["accuracy"] == want["accuracy"] and 0 < want["accuracy"] < 1
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-12)
+            for key in ("b_simple", "b_simple_mean", "b_simple_start"):
+                assert got[key] == pytest.approx(want[key], rel=1e-9), key

@@ -2,12 +2,14 @@
 and refusals; fit's checks, counters, hooks, logging and out-of-memory path; evaluate and
 the epoch line, each against numbers worked out here."""
 import json
+import time
+import warnings
 
 import numpy as np
 import pytest
 
 import gpumlp
-from gpumlp.engine import Hook, OutOfDeviceMemory
+from gpumlp.engine import Hook, OutOfDeviceMemory, TrainingDiverged
 from gpumlp.noise import NoiseScale
 from gpumlp.state import TrainState
 from gpumlp.testing import exact, labelled_problem, ref_hinge, ref_mse
@@ -312,3 +314,135 @@ def test_evaluate_is_the_mean_loss_and_accuracy_by_hand():
 def test_a_scoring_trainer_refuses_to_update():
     with pytest.raises(RuntimeError, match=exact("this trainer only scores")):
         _NoUpdate().update(_net(), 1)
+
+
+# -- fit and evaluate: defaults, the bar, seconds, warnings, a job ---------------------------------
+
+def test_the_hinges_margin_defaults_to_1_in_fit_and_evaluate():
+    net = _net()
+    Y = net.forward(X10)
+    assert evaluate(net, X10, Y10, loss="hinge")[0] == pytest.approx(ref_hinge(Y, Y10, 1.0, 10)[0], rel=1e-13)
+    a, b = _net(), _net()
+    fit(a, X10, Y10, gpumlp.SGD(0.5), loss="hinge", epochs=2, batch_size=4, **QUIET)
+    fit(b, X10, Y10, gpumlp.SGD(0.5), loss="hinge", margin=1.0, epochs=2, batch_size=4, **QUIET)
+    c = _net()                                          # (a margin >= 1 keeps every hinge on: 0.3 differs)
+    fit(c, X10, Y10, gpumlp.SGD(0.5), loss="hinge", margin=0.3, epochs=2, batch_size=4, **QUIET)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, c.params)
+    h1 = fit(_net(), X10, Y10, gpumlp.SGD(0.5), loss="hinge", epochs=1, batch_size=4, **QUIET)
+    h2 = fit(_net(), X10, Y10, gpumlp.SGD(0.5), loss="hinge", margin=1.0, epochs=1, batch_size=4, **QUIET)
+    assert h1[0]["loss"] == h2[0]["loss"]
+
+
+def test_evaluate_walks_4096_columns_by_default_and_the_batch_size_given(monkeypatch):
+    net = gpumlp.MLP([1, 2], dtype="float64", device="cpu", seed=0)
+    X, y = labelled_problem(d0=1, n=4100, k=2)
+    widths, forward = [], net._forward
+    monkeypatch.setattr(net, "_forward", lambda Z0: widths.append(Z0.shape[1]) or forward(Z0))
+    whole = evaluate(net, X, y)
+    assert widths == [4096, 4]
+    widths.clear()
+    assert evaluate(net, X, y, batch_size=1500) == pytest.approx(whole, rel=1e-12)
+    assert widths == [1500, 1500, 1100]
+    with pytest.raises(ValueError, match=exact("batch_size must be a positive integer; got 0")):
+        evaluate(net, X, y, batch_size=0)
+
+
+def test_fit_defaults_to_30_epochs_of_batches_of_32_shuffled_by_seed_0():
+    X, y = labelled_problem(n=40)
+    log = StepLog()
+    default = _net()
+    history = fit(default, X, y, gpumlp.SGD(0.05), hooks=[log])
+    assert len(history) == 30 and len(log.steps) == 60 and log.steps[:2] == [(1, 0, 1, 2), (1, 1, 2, 2)]
+    explicit, other = _net(), _net()
+    fit(explicit, X, y, gpumlp.SGD(0.05), epochs=30, batch_size=32, seed=0, **QUIET)
+    fit(other, X, y, gpumlp.SGD(0.05), epochs=30, batch_size=32, seed=1, **QUIET)
+    np.testing.assert_array_equal(default.params, explicit.params)
+    assert not np.array_equal(default.params, other.params)
+
+
+class Bar:
+    """tqdm's stand-in: what fit asks of it."""
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.updates = kwargs, []
+        Bar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        self.updates.append(n)
+
+    @staticmethod
+    def write(line):
+        Bar.lines.append(line)
+
+
+def test_the_progress_bar_counts_each_step_once(monkeypatch):
+    Bar.made, Bar.lines = [], []
+    monkeypatch.setattr(gpumlp.train, "tqdm", Bar)
+    fit(_net(), X10, Y10, gpumlp.SGD(0.1), epochs=3, batch_size=4, progress=True, log=None)
+    fit(_net(), X10, Y10, gpumlp.SGD(0.1), epochs=2, batch_size=5, progress=False)
+    on, off = Bar.made
+    assert on.kwargs == {"total": 9, "unit": "batch", "disable": None, "leave": False} and on.updates == [1] * 9
+    assert off.kwargs == {"total": 4, "unit": "batch", "disable": True, "leave": False} and off.updates == []
+    assert [line.split()[1] for line in Bar.lines] == ["1/3", "2/3", "3/3"]      # progress alone logs through it
+
+
+def test_an_epochs_seconds_include_its_scoring(monkeypatch):
+    score = gpumlp.engine.Trainer.score
+
+    def slow(self, data, batch_size=4096):
+        time.sleep(0.03)
+        return score(self, data, batch_size)
+
+    monkeypatch.setattr(gpumlp.engine.Trainer, "score", slow)
+    t0 = time.perf_counter()
+    history = fit(_net(), X10, Y10, gpumlp.SGD(0.1), epochs=2, batch_size=4, X_test=X10, y_test=Y10, **QUIET)
+    elapsed = time.perf_counter() - t0
+    assert all(type(h["seconds"]) is float and 0.03 <= h["seconds"] <= elapsed for h in history)
+
+
+def test_after_epoch_hooks_get_the_trainer():
+    seen = []
+
+    class Look(Hook):
+        def after_epoch(self, trainer, record):
+            seen.append((type(trainer).__name__, trainer.net is net, record["epoch"]))
+
+    net = _net()
+    fit(net, X10, Y10, gpumlp.SGD(0.1), epochs=2, batch_size=4, hooks=[Look()], **QUIET)
+    assert seen == [("Trainer", True, 1), ("Trainer", True, 2)]
+
+
+def test_a_diverging_fit_warns_of_nothing_on_the_way():
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise"):
+        warnings.simplefilter("error")
+        with pytest.raises(TrainingDiverged):
+            fit(_net(dtype="float32"), X10, Y10, gpumlp.SGD(1e4), loss="mse", epochs=20, batch_size=4, **QUIET)
+
+
+def test_a_job_starts_from_rank_0s_parameters_and_trains_as_one_process():
+    from gpumlp.loopback import run_ranks
+    from gpumlp.parallel import DataParallel
+
+    single = _net(seed=0)
+    fit(single, X10, Y10, gpumlp.SGD(0.2, 0.9), epochs=2, batch_size=4, micro_batch=3, seed=3, **QUIET)
+
+    class Job(Hook):
+        def before_step(self, trainer, step):
+            self.parallel = trainer.parallel
+
+    def rank(comm):
+        net, job, hook = _net(seed=comm.Get_rank()), DataParallel(comm), Job()   # rank r starts from seed r
+        fit(net, X10, Y10, gpumlp.SGD(0.2, 0.9), epochs=2, batch_size=4, micro_batch=3, seed=3,
+            parallel=job, hooks=[hook], **QUIET)
+        return np.array(net.params), hook.parallel is job
+
+    for params, shared in run_ranks(2, rank):
+        assert shared
+        np.testing.assert_allclose(params, single.params, rtol=1e-12, atol=1e-15)

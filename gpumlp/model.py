@@ -322,8 +322,9 @@ class MLP:
         """Device views of the columns of a checked device X, batch_size at a time.  X is
         stored transposed once, so that each batch is an F-contiguous d0 × n view that a
         GEMM takes as it is (a column slice of X would be copied inside every GEMM)."""
-        XT = self.backend.transposed(X)
-        return [XT[i:i + batch_size, :].T for i in range(0, XT.shape[0], batch_size)]
+        XT, n = self.backend.transposed(X), X.shape[1]
+        # stops clipped to n: the array API leaves a slice past the end unspecified (array_api_strict refuses it)
+        return [XT[i:min(i + batch_size, n), :].T for i in range(0, n, batch_size)]
 
     def predict(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """Class predictions argmax_j Y_jn as a NumPy array of shape (N,)."""

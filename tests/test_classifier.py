@@ -270,6 +270,20 @@ def test_load_puts_the_network_on_the_device_asked_for(tmp_path):
     assert clf.evaluate(X, y) == pytest.approx(_classifier().evaluate(X, y), rel=1e-12)
 
 
+@pytest.mark.parametrize("batch_size", [4096, 4, 3])
+def test_predict_and_outputs_on_an_array_api_device_with_a_short_last_batch(batch_size):
+    """N = 6 columns, fewer than a batch or not a whole number of batches: each batch's slice
+    must stop at N (the array API leaves a slice past the end unspecified, and the strict
+    backend refuses it, as a device library may)."""
+    X, _ = _data(6)
+    clf = _classifier()
+    strict = Classifier(_net(), Standardizer(MEAN, SCALE), CLASSES)
+    strict.net = MLP([D0, H, K], activation="tanh", dtype="float64", device=strict_backend(), seed=0)
+    strict.net.set_params([W1, W2], [B1, B2])
+    assert strict.predict(X, batch_size).tolist() == clf.predict(X).tolist()
+    np.testing.assert_allclose(strict.outputs(X, batch_size), _outputs_by_hand(X), rtol=1e-12)
+
+
 def test_load_defaults_to_the_automatic_device(tmp_path):
     _classifier({"loss": "ce"}).save(str(tmp_path / "model.npz"))
     clf = Classifier.load(tmp_path)

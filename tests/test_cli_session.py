@@ -441,6 +441,17 @@ def test_optimizer_of_takes_each_setting():
     assert isinstance(opt, SGD) and (opt.lr, opt.momentum, opt.weight_decay, opt.clip_norm) == (0.3, 0.25, 0.125, 4.0)
 
 
+def test_rank_0_of_a_job_refuses_a_folder_with_a_run_for_every_rank(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["train", *FAST, "--epochs", 1, "--data", tiny, "--out", out], capsys)[0] == 0
+    a = cli.parser().parse_args(["train", *FAST, "--epochs", "1", "--data", str(tiny), "--out", str(out)])
+    with pytest.raises(ValueError, match=exact(f"--out {out} already holds a run (model.npz, checkpoint.npz): pass "
+                                               f"--force to replace it, or continue it with: mpiexec -n 3 gpumlp "
+                                               f"train --resume {out}")):
+        cmd.cmd_train(a, set(), fake_job(3, rank=0))
+    RunDir(out).lock().unlock()
+
+
 def test_only_rank_0_makes_the_folder(tiny, tmp_path, capsys, monkeypatch, sessions):
     """A rank other than 0 of an MPI job neither creates nor locks --out, and records into no folder."""
     job = fake_job(2, rank=1)
@@ -536,10 +547,12 @@ def test_progress_and_the_epoch_lines_follow_the_terminal(tiny, tmp_path, capsys
         c = fit.calls.pop()
         assert (c["progress"], c["log"]) == (progress, log), (no_progress, tty)
     other = fake_job(2, rank=1)
-    clock(monkeypatch, 0.0, 1.0, 2.0, 3.0, 4.0)
-    session.train(other, no_progress=False, **parts(tmp_path, tiny, out=False))
-    c = fit.calls.pop()
-    assert c["progress"] is False and c["log"] is None and c["parallel"] is other.parallel
+    for tty in (False, True):                                  # the other ranks: neither bar nor lines
+        monkeypatch.setattr(sys.stdout, "isatty", lambda tty=tty: tty, raising=False)
+        clock(monkeypatch, 0.0, 1.0, 2.0, 3.0, 4.0)
+        session.train(other, no_progress=False, **parts(tmp_path, tiny, out=False))
+        c = fit.calls.pop()
+        assert c["progress"] is False and c["log"] is None and c["parallel"] is other.parallel
 
 
 def test_the_ranks_must_agree_on_the_data_and_the_settings(tiny, tmp_path, capsys, monkeypatch):

@@ -333,6 +333,11 @@ def test_prepare_with_a_test_file_uses_the_training_classes(tiny, tmp_path):
     wide = save(tmp_path / "wide.npz", X=np.ones((4, 2)), y=np.array(["cat", "dog"]))
     with pytest.raises(ValueError, match=exact(f"{wide}: X has 4 features (rows) but the training data {path} has 3")):
         data.prepare(path, test_file=wide)
+    far = save(tmp_path / "far.npz", X=np.array([[0.0, 1e45], [0.0, 0.0], [0.0, 0.0]]), y=np.array(["cat", "dog"]))
+    with pytest.raises(ValueError, match=exact(f"{far}: some test values lie too far outside the training data's "
+                                               "range: scaled, some exceed what float32 holds (the largest raw value "
+                                               "is 1e+45)")):
+        data.prepare(path, test_file=far, dtype="float32")        # named after the test file, not the data
     emu = save(tmp_path / "emu.npz", X=np.ones((3, 2)), y=np.array(["cat", "emu"]))
     with pytest.raises(ValueError, match=exact(f"{emu}: labels ['emu'] are not among the model's classes "
                                                "['cat', 'dog']")):

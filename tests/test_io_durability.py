@@ -195,7 +195,10 @@ def resave(src, dst, **changes):
 
 @pytest.fixture
 def net():
-    return MLP([3, 4, 2], activation="tanh", output="sigmoid", dtype="float64", device="cpu", seed=0)
+    """A model whose every parameter is its own (a fresh model's biases are all zero)."""
+    net = MLP([3, 4, 2], activation="tanh", output="sigmoid", dtype="float64", device="cpu", seed=0)
+    net.params[...] = np.random.default_rng(1).standard_normal(net.params.shape[0])
+    return net
 
 
 def test_save_writes_the_config_the_layers_and_the_extras(tmp_path, net):
@@ -225,6 +228,15 @@ def test_load_gives_back_the_model_its_meta_and_only_the_extras(tmp_path, net):
     assert (list(back.sizes), back.activation, back.output, back.bias, back.dtype) == (
         [3, 4, 2], "tanh", "sigmoid", True, "float64")
     assert np.array_equal(strict.to_numpy(back.params), net.params)
+    with pytest.raises(ValueError, match=exact(f"{tmp_path} is a folder, not a gpumlp model")):
+        io.load(tmp_path, device="cpu")
+    (tmp_path / "t.npz").write_text("text")
+    with pytest.raises(ValueError, match=exact(f"cannot read {tmp_path / 't.npz'} as a gpumlp model: it is not a .npz "
+                                               "file (not a zip archive; write it with numpy.savez)")):
+        io.load(tmp_path / "t.npz", device="cpu")
+    with pytest.raises(ValueError, match=exact(f"cannot read {tmp_path / 't.npz'} as a gpumlp checkpoint: it is not a "
+                                               ".npz file (not a zip archive; write it with numpy.savez)")):
+        io.load_checkpoint(tmp_path / "t.npz", device="cpu")
     plain = MLP([2, 3], bias=False, device="cpu", seed=2)
     io.save(tmp_path / "p.npz", plain)
     back, meta, arrays = io.load(str(tmp_path / "p.npz"))               # the default device: "auto"
@@ -363,6 +375,8 @@ def test_checkpoint_files_name_what_is_wrong_with_them(tmp_path, net):
         ({"meta": np.array("{")}, "{p} is damaged: its 'meta' entry cannot be read (JSONDecodeError: Expecting "
                                   "property name enclosed in double quotes: line 1 column 2 (char 1))"),
         ({"config": np.array("{}")}, "{p} is damaged: its model config is invalid (KeyError: 'sizes')"),
+        ({"config": np.array("{")}, "{p} is damaged: its 'config' entry cannot be read (JSONDecodeError: Expecting "
+                                    "property name enclosed in double quotes: line 1 column 2 (char 1))"),
         ({"optimizer": None}, "{p} is damaged: its 'optimizer' entry cannot be read (KeyError: 'optimizer')"),
         ({"optimizer": np.array('{"values": {}}')}, "{p} is damaged: its 'optimizer' entry is not a record of arrays "
                                                     "and values"),

@@ -81,10 +81,13 @@ def test_device_arrays_are_staged_through_one_host_buffer():
         job.allreduce(None, c)
         d = DeviceArray(np.ones(4, np.float32))          # same length, another dtype: a new buffer
         job.allreduce(None, d)
-        return a.values.tolist(), b.values.tolist(), same, c.values.tolist(), job._stage.dtype, d.values.tolist()
-    for a, b, same, c, dtype, d in run_ranks(2, rank):
+        stage32 = job._stage
+        job.broadcast(None, d)                           # and that float32 buffer is reused in turn
+        return (a.values.tolist(), b.values.tolist(), same, c.values.tolist(), stage32.dtype, d.values.tolist(),
+                job._stage is stage32)
+    for a, b, same, c, dtype, d, same32 in run_ranks(2, rank):
         assert a == [10.0, 12.0, 14.0, 16.0] and b == [1.0] * 4 and same
-        assert c == [[3.0] * 3] * 2 and dtype == np.float32 and d == [2.0] * 4
+        assert c == [[3.0] * 3] * 2 and dtype == np.float32 and d == [2.0] * 4 and same32
 
 
 def test_classifier_passes_its_batch_size_on(monkeypatch):

@@ -126,37 +126,6 @@ def test_a_communicator_without_constants_takes_mpi4pys(monkeypatch):
     assert spy.calls == [("Allreduce", "sum-op"), ("Bcast", 0), ("Allreduce", "sum-op")]
 
 
-class _DeviceArray:
-    """A stand-in device array: values reach the host only through get(out=) and set()."""
-
-    def __init__(self, values):
-        self.values = np.array(values)
-        self.shape, self.dtype = self.values.shape, self.values.dtype
-
-    def get(self, out):
-        out[...] = self.values
-
-    def set(self, host):
-        self.values[...] = host
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_device_arrays_are_staged_through_one_host_buffer(dtype):
-    def rank(comm):
-        dp = DataParallel(comm)
-        a = _DeviceArray(np.arange(4, dtype=dtype) * (comm.Get_rank() + 1))
-        dp.allreduce(None, a)
-        stage = dp._stage
-        dp.allreduce(None, a)
-        assert dp._stage is stage and stage.dtype == np.dtype(dtype)     # made once, of the array's dtype
-        b = _DeviceArray(np.zeros(3, dtype=dtype) + comm.Get_rank())
-        dp.broadcast(None, b)
-        return a.values.tolist(), b.values.tolist()
-
-    for summed, root in run_ranks(2, rank):
-        assert summed == [0.0, 6.0, 12.0, 18.0] and root == [0.0, 0.0, 0.0]
-
-
 def test_sums_of_host_values_are_int64_or_float64():
     def rank(comm):
         dp = DataParallel(comm)
